@@ -1,0 +1,5 @@
+"""Model registry and model families. Importing this package registers every model."""
+from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from .gated import GatedNet, GatedNetConfig
+
+__all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model", "GatedNet", "GatedNetConfig"]

@@ -1,0 +1,40 @@
+"""A small model registry in the style of timm / torchvision: ``register_model``, ``create_model``, ``list_models``."""
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable, Dict, List
+
+from torch import nn
+
+__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint"]
+
+_MODELS: Dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register ``fn`` under its function name. ``fn(**kwargs)`` must return an ``nn.Module``."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> List[str]:
+    """Sorted names of the registered models, optionally filtered by a shell-style ``pattern``."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    return name in _MODELS
+
+
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the registered model ``name``; keyword arguments override the variant's defaults."""
+    return model_entrypoint(name)(**kwargs)

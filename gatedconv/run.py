@@ -1,0 +1,320 @@
+"""A training run: config -> data -> model -> ``trainf`` -> run directory (config.json, metrics.csv,
+checkpoint.pt, curve.png), with resume, signal handling and torchrun (DistributedDataParallel) support.
+
+Kept apart from ``train.py`` so ``trainf`` stays the small classic loop users read; this module is what
+``scripts/trainf.py`` calls.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import shutil
+import signal
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import layers
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, atomic_write_bytes, build_from_checkpoint, load_checkpoint, save_checkpoint
+from .data import DataError, TensorBatches, load_cifar10
+from .models import create_model, is_model, list_models
+from .train import History, NonFiniteLossError, TrainingInterrupted, resolve_device, resolve_precision, trainf
+
+__all__ = ["RunConfig", "RunError", "RunInterrupted", "run_training"]
+
+
+class RunError(ValueError):
+    """A problem with the run's inputs; one line, shown without a traceback by the CLI."""
+
+
+class RunInterrupted(Exception):
+    pass
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.json`` in the run directory."""
+
+    model: str = "gatedconv"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    schedule: str = "none"
+    augment: bool = True
+    label_smoothing: float = 0.0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: str = "auto"
+    data_dir: Optional[str] = None
+    seed: int = 0
+    out: str = "runs/gatedconv"
+    ckpt_frequency: int = 1
+    validation: bool = False
+    first_1000: bool = False
+    eval_batch_size: int = 1000
+    sync_bn: bool = False
+    model_kwargs: dict = field(default_factory=dict)
+    figure_copy: Optional[str] = "figures"
+
+    def validate(self) -> None:
+        if not is_model(self.model):
+            raise RunError(f"unknown model {self.model!r}; choose one of: {', '.join(list_models())}")
+        for name in ("epochs", "batch_size", "ckpt_frequency", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise RunError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise RunError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise RunError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise RunError(f"--optimizer must be adam, adamw or sgd, got {self.optimizer!r}")
+        if self.schedule not in ("none", "cosine", "onecycle"):
+            raise RunError(f"--schedule must be none, cosine or onecycle, got {self.schedule!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise RunError(f"--compile must be auto, on or off, got {self.compile!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise RunError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        try:
+            resolve_precision(self.precision, resolve_device(self.device))
+        except ValueError as e:
+            raise RunError(str(e)) from None
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def _rng_state() -> dict:
+    import numpy as np
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict) -> None:
+    import numpy as np
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _dist_info() -> Tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when not launched by it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def write_metrics_csv(path: Path, history: History) -> None:
+    rows = history.epochs
+    buf = io.StringIO()
+    if rows:
+        keys = list(rows[0].keys())
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    _write_text_atomic(path, buf.getvalue())
+
+
+def _make_optimizer(cfg: RunConfig, net: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                           weight_decay=cfg.weight_decay)
+
+
+def _make_scheduler(cfg: RunConfig, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch), "step"
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch), "step"
+    return None, "epoch"
+
+
+def _check_out_dir(out: Path, resume: bool) -> Optional[dict]:
+    """Refuse to overwrite a run; with ``resume`` return its checkpoint (None: restart from scratch)."""
+    has_run = (out / "config.json").exists()
+    if resume:
+        if not has_run:
+            raise RunError(f"--resume: {out} holds no run (no config.json); start a new run without --resume")
+        if (out / CHECKPOINT_NAME).exists():
+            try:
+                return load_checkpoint(out)
+            except CheckpointError as e:
+                raise RunError(str(e)) from None
+        return None  # killed before its first checkpoint: start again
+    if has_run or (out / CHECKPOINT_NAME).exists():
+        raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"cannot write to output directory {out} ({e.strerror or e})") from None
+    return None
+
+
+def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
+    """Train as ``cfg`` says and return the final metrics. Raises RunError / DataError / CheckpointError for
+    bad input, RunInterrupted on SIGINT/SIGTERM (after writing a checkpoint), NonFiniteLossError on NaN."""
+    rank, world, local_rank = _dist_info()
+    out = Path(cfg.out)
+    state = None
+    if resume and (out / "config.json").exists():
+        saved = json.loads((out / "config.json").read_text())
+        saved_run = {k: v for k, v in saved.items() if k in RunConfig.__dataclass_fields__}
+        cfg = RunConfig(**saved_run)  # the run's own config wins over the command line
+    cfg.validate()
+    if rank == 0:
+        state = _check_out_dir(out, resume)
+    elif resume and (out / CHECKPOINT_NAME).exists():
+        state = load_checkpoint(out)
+    if state is not None and state.get("finished"):
+        print_fn(f"{out}: run already finished (test acc {state['history']['epochs'][-1]['test_acc']:.4f}); nothing to do")
+        return state["history"]["epochs"][-1]
+
+    device = resolve_device(cfg.device)
+    if world > 1:
+        import torch.distributed as dist
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if cfg.batch_size % world:
+            raise RunError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes {world}")
+
+    data = load_cifar10(cfg.data_dir)
+    mean, std = data.mean_std()
+    if cfg.validation:
+        data = data.split_validation(5000, seed=cfg.seed)
+    if cfg.first_1000:
+        data = data.subset(1000, 1000)
+    if len(data.train_y) < cfg.batch_size:
+        raise RunError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train_y)} training images")
+
+    _seed_everything(cfg.seed)
+    net = create_model(cfg.model, **cfg.model_kwargs)
+    if state is not None:
+        if state.get("model_name") != cfg.model:
+            raise RunError(f"{out}: checkpoint is of model {state.get('model_name')!r}, the run is {cfg.model!r}")
+        try:
+            net = build_from_checkpoint(state, out / CHECKPOINT_NAME)
+        except CheckpointError as e:
+            raise RunError(str(e)) from None
+    num_params = sum(p.numel() for p in net.parameters())
+    per_rank_batch = cfg.batch_size // world
+    channels_last = cfg.channels_last
+    train_iter = TensorBatches(data.train_x, data.train_y, per_rank_batch, mean=mean, std=std, train=True,
+                               augment=cfg.augment, seed=cfg.seed, device=device, channels_last=channels_last,
+                               shard=(rank, world))
+    test_iter = TensorBatches(data.test_x, data.test_y, cfg.eval_batch_size, mean=mean, std=std, device=device,
+                              channels_last=channels_last)
+    net.to(device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    train_net = net
+    if world > 1:
+        if cfg.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        train_net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = _make_optimizer(cfg, net)
+    sched, sched_per = _make_scheduler(cfg, opt, len(train_iter))
+    history, start_epoch, start_step, partial = History(), 0, 0, None
+    if state is not None:
+        try:
+            opt.load_state_dict(state["optimizer"])
+            if sched is not None and state.get("scheduler") is not None:
+                sched.load_state_dict(state["scheduler"])
+        except Exception as e:
+            raise RunError(f"{out}: checkpoint optimizer state does not fit ({str(e).splitlines()[0]})") from None
+        history = History.from_state_dict(state["history"])
+        start_epoch, start_step, partial = state["epoch"], state["step"], state.get("partial")
+        _set_rng_state(state["rng"])
+
+    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cpu" and world == 1)
+    layers.set_compiled_combine(use_compile)
+
+    resolved = asdict(cfg)
+    resolved.update({"world_size": world, "per_rank_batch_size": per_rank_batch, "global_batch_size": cfg.batch_size,
+                     "device_resolved": str(device), "autocast_dtype": str(resolve_precision(cfg.precision, device)),
+                     "num_params": num_params, "mean": mean, "std": std, "torch": torch.__version__,
+                     "train_examples": len(data.train_y), "eval_examples": len(data.test_y),
+                     "eval_split": "validation (5000 held out of train)" if cfg.validation else "official test set"})
+    if rank == 0:
+        _write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
+
+    def checkpoint(epoch_next: int, step: int, partial_state, hist: History, finished: bool = False) -> None:
+        if rank != 0:
+            return
+        save_checkpoint(out / CHECKPOINT_NAME, {
+            "model_name": cfg.model, "model_kwargs": cfg.model_kwargs, "model_state": net.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
+            "rng": _rng_state(), "epoch": epoch_next, "step": step, "partial": partial_state,
+            "history": hist.state_dict(), "config": resolved, "mean": mean, "std": std, "finished": finished,
+        })
+        write_metrics_csv(out / "metrics.csv", hist)
+
+    def on_epoch_end(epoch: int, hist: History) -> None:
+        if (epoch + 1) % cfg.ckpt_frequency == 0 or epoch + 1 == cfg.epochs:
+            checkpoint(epoch + 1, 0, None, hist, finished=epoch + 1 == cfg.epochs)
+
+    stop = {"flag": False, "sig": None}
+
+    def _handler(signum, frame):
+        stop["flag"], stop["sig"] = True, signum
+
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    figure = str(out / "curve.png") if rank == 0 else None
+    print_fn(f"model {cfg.model}: {num_params:,} parameters | {len(data.train_y)} train / {len(data.test_y)} eval "
+             f"images | device {device} | autocast {resolved['autocast_dtype']} | world size {world}")
+    try:
+        history = trainf(train_net, train_iter, test_iter, loss, cfg.epochs, opt, device,
+                         precision=cfg.precision, channels_last=channels_last, scheduler=sched,
+                         scheduler_per=sched_per, animator="auto" if rank == 0 else None, figure_path=figure,
+                         history=history, start_epoch=start_epoch, start_step=start_step, partial=partial,
+                         on_epoch_end=on_epoch_end, should_stop=lambda: stop["flag"],
+                         on_interrupt=lambda e, s, p, h: checkpoint(e, s, p, h), quiet=rank != 0,
+                         print_fn=print_fn)
+    except TrainingInterrupted as e:
+        raise RunInterrupted(f"interrupted (signal {stop['sig']}) at epoch {e.epoch + 1}, step {e.step}; checkpoint "
+                             f"saved; resume with: python scripts/trainf.py --out {out} --resume") from None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    final = dict(history.epochs[-1])
+    if rank == 0:
+        if cfg.figure_copy and Path(figure).exists():
+            Path(cfg.figure_copy).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(figure, Path(cfg.figure_copy) / f"curve_{out.name}.png")
+        total_time = sum(r["seconds"] for r in history.epochs)
+        _write_text_atomic(out / "final.json", json.dumps({**final, "train_seconds": total_time}, indent=2) + "\n")
+    return final

@@ -1,0 +1,183 @@
+"""GatedConv2d / Gate: shapes, gate properties, gradients, implementation equivalence, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+from torch import nn
+
+from gatedconv import Gate, GatedConv2d, Nth_Block
+from gatedconv import layers as L
+
+odd_kernel = st.sampled_from([1, 3, 5])
+
+
+@given(
+    b=st.integers(1, 3), c_in=st.integers(1, 6), c_out=st.integers(1, 6),
+    h=st.integers(1, 11), w=st.integers(1, 11), stride=st.sampled_from([1, 2]),
+    kernel_sizes=st.lists(odd_kernel, min_size=1, max_size=4),
+    activation=st.sampled_from(L.ACTIVATION_PLACEMENTS), gate=st.sampled_from(L.GATE_TYPES),
+)
+def test_output_shape(b, c_in, c_out, h, w, stride, kernel_sizes, activation, gate):
+    m = GatedConv2d(c_in, c_out, kernel_sizes=kernel_sizes, stride=stride, activation=activation, gate=gate)
+    y, a = m(torch.randn(b, c_in, h, w), return_gates=True)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1  # odd kernels, padding k // 2
+    assert y.shape == (b, c_out, ho, wo)
+    assert a.shape == (b, len(kernel_sizes))
+    assert torch.isfinite(y).all()
+
+
+@given(b=st.integers(1, 5), c=st.integers(1, 8), p=st.integers(1, 5), t=st.floats(0.1, 5.0))
+def test_gate_properties(b, c, p, t):
+    x = torch.randn(b, c, 5, 4) * 3
+    relu = Gate(c, p, "relu")(x)
+    assert relu.shape == (b, p) and (relu >= 0).all()
+    soft = Gate(c, p, "softmax", temperature=t)(x)
+    assert torch.allclose(soft.sum(1), torch.ones(b), atol=1e-5) and (soft >= 0).all()
+    sig = Gate(c, p, "sigmoid")(x)
+    assert ((sig > 0) & (sig < 1)).all()
+    const = Gate(c, p, "constant")(x)
+    assert torch.allclose(const, torch.full((b, p), 1.0 / p))
+
+
+def test_gate_matches_original_formula():
+    torch.manual_seed(0)
+    g = Gate(4, 3)
+    x = torch.randn(2, 4, 6, 6)
+    expected = torch.relu(g.fc(nn.AdaptiveAvgPool2d(1)(x).flatten(1)))
+    assert torch.allclose(g(x), expected, atol=1e-6)
+
+
+def test_block_matches_original_definition():
+    """Default block == a*ReLU(conv_1) + ... exactly as the original Nth_Block wrote it."""
+    torch.manual_seed(0)
+    m = Nth_Block(3, 5)
+    x = torch.randn(4, 3, 9, 7)
+    a = torch.relu(m.gate.fc(x.mean((2, 3))))
+    ref = sum(a[:, p, None, None, None] * torch.relu(m.paths[p](x)) for p in range(3))
+    assert torch.allclose(m(x), ref, atol=1e-5)
+    assert [c.kernel_size for c in m.paths] == [(3, 3)] * 3 and [c.padding for c in m.paths] == [(1, 1)] * 3
+
+
+def test_constant_gate_ignores_input():
+    torch.manual_seed(0)
+    m = GatedConv2d(3, 4, gate="constant")
+    x1, x2 = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8) * 10
+    assert torch.equal(m.gate(x1), m.gate(x2))
+
+
+def _grads(m, x, impl, dtype=torch.float64):
+    m = m.to(dtype)
+    m.impl = impl
+    m.zero_grad()
+    x = x.to(dtype).clone().requires_grad_(True)
+    y = m(x)
+    g = torch.linspace(-1, 1, y.numel(), dtype=dtype).view_as(y)
+    (y * g).sum().backward()
+    return y.detach(), x.grad.detach(), {n: p.grad.detach().clone() for n, p in m.named_parameters()}
+
+
+@given(
+    b=st.integers(1, 3), c_in=st.integers(1, 5), c_out=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9),
+    stride=st.sampled_from([1, 2]), kernel_sizes=st.lists(odd_kernel, min_size=1, max_size=3),
+    activation=st.sampled_from(L.ACTIVATION_PLACEMENTS), gate=st.sampled_from(["relu", "softmax", "sigmoid"]),
+    seed=st.integers(0, 2**16),
+)
+def test_fast_implementations_equal_reference(b, c_in, c_out, h, w, stride, kernel_sizes, activation, gate, seed):
+    torch.manual_seed(seed)
+    m = GatedConv2d(c_in, c_out, kernel_sizes=kernel_sizes, stride=stride, activation=activation, gate=gate)
+    nn.init.constant_(m.gate.fc.bias, 0.5)  # keep ReLU gates open so every gradient path is exercised
+    x = torch.randn(b, c_in, h, w)
+    y0, gx0, gp0 = _grads(m, x, "reference")
+    impls = ["fused", "gemm"] + (["stacked", "condconv"] if activation == "after_sum" else [])
+    for impl in impls:
+        y, gx, gp = _grads(m, x, impl)
+        assert torch.allclose(y, y0, atol=1e-9, rtol=1e-7), impl
+        assert torch.allclose(gx, gx0, atol=1e-9, rtol=1e-7), impl
+        for n in gp0:
+            assert torch.allclose(gp[n], gp0[n], atol=1e-9, rtol=1e-7), (impl, n)
+
+
+def test_fast_forms_close_in_float32_and_channels_last():
+    torch.manual_seed(1)
+    m = GatedConv2d(8, 16).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 8, 4, 4).to(memory_format=torch.channels_last)
+    y_ref = m._forward_reference(x, m.gate(x))
+    y_gemm = m._forward_gemm(x, m.gate(x))
+    assert torch.allclose(y_ref, y_gemm, atol=1e-5)
+
+
+def test_auto_choice():
+    m = GatedConv2d(8, 8)
+    assert m.choose_impl(torch.randn(1, 8, 32, 32)) == "reference"
+    assert m.choose_impl(torch.randn(1, 8, 4, 4)) == "gemm"
+    assert GatedConv2d(8, 8, kernel_sizes=(1, 3)).choose_impl(torch.randn(1, 8, 2, 2)) == "reference"
+
+
+def test_compiled_combine_matches_eager():
+    torch.manual_seed(0)
+    m = GatedConv2d(3, 4, impl="reference")
+    x = torch.randn(2, 3, 6, 6)
+    y0 = m(x)
+    prev = L.set_compiled_combine(True)
+    try:
+        y1 = m(x)
+    finally:
+        L.set_compiled_combine(prev)
+    assert torch.allclose(y0, y1, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", L.ACTIVATION_PLACEMENTS)
+@pytest.mark.parametrize("gate", L.GATE_TYPES)
+def test_every_parameter_gets_a_gradient(activation, gate):
+    torch.manual_seed(0)
+    m = GatedConv2d(3, 4, kernel_sizes=(1, 3, 5), activation=activation, gate=gate)
+    nn.init.constant_(m.gate.fc.bias, 1.0)
+    m(torch.randn(3, 3, 7, 7)).square().sum().backward()
+    for n, p in m.named_parameters():
+        if gate == "constant" and n.startswith("gate."):
+            continue  # the constant gate has no input-dependent weights by design
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
+
+
+def test_records_last_gates():
+    m = GatedConv2d(3, 4)
+    m.record_gates = True
+    m(torch.randn(5, 3, 8, 8))
+    assert m.last_gates.shape == (5, 3) and not m.last_gates.requires_grad
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.randn(3, 8, 8), "4-D"),
+    (torch.randn(1, 2, 3, 8, 8), "4-D"),
+    (torch.randn(2, 4, 8, 8), "expects 3 input channels, got 4"),
+])
+def test_bad_input_raises(bad, match):
+    with pytest.raises(ValueError, match=match):
+        GatedConv2d(3, 4)(bad)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kernel_sizes": ()}, "at least one path"),
+    ({"kernel_sizes": (3, 2)}, r"odd.*\(3, 2\)"),
+    ({"gate": "tanh"}, "gate must be one of"),
+    ({"activation": "before"}, "activation must be one of"),
+    ({"stride": 0}, "stride must be >= 1"),
+    ({"impl": "condconv"}, "needs activation='after_sum'"),
+    ({"gate": "softmax", "temperature": 0.0}, "temperature"),
+])
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GatedConv2d(3, 4, **kwargs)
+
+
+def test_readme_snippet_runs():
+    """The README's "use the block in your own model" example, verbatim in spirit: it must train a step."""
+    import re
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- snippet:own-model -->\s*```python\n(.*?)```", readme, re.S)
+    assert block, "README lost its own-model snippet"
+    ns: dict = {}
+    exec(compile(block.group(1), "README-snippet", "exec"), ns)
+    assert ns["loss_after"] < ns["loss_before"]
