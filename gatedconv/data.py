@@ -16,7 +16,7 @@ import torch
 
 __all__ = [
     "DataError", "CIFAR10", "resolve_data_dir", "load_cifar10", "read_batch_file", "augment_batch",
-    "random_crop", "random_flip", "TensorBatches", "get_loaders", "CLASSES",
+    "random_crop", "random_flip", "TensorBatches", "get_loaders", "CLASSES", "write_fake_cifar", "write_batch_file",
 ]
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -155,6 +155,37 @@ def load_cifar10(data_dir: Optional[str] = None, download: bool = True, expect_f
     return data
 
 
+def write_batch_file(path: Path, data, labels, batch_label: bytes = b"batch") -> None:
+    """Write one batch file in the official layout (data: (N, 3072) uint8 array, labels: N ints)."""
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": batch_label, b"labels": [int(v) for v in labels], b"data": data,
+                     b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))]}, f)
+
+
+def write_fake_cifar(root: str | Path, n_per_batch: int = 40, n_test: int = 40, seed: int = 0) -> Path:
+    """A tiny, learnable CIFAR-10 look-alike in the official layout under ``root/cifar-10-batches-py``: each
+    class has its own mean colour plus noise. For tests, smoke runs and ``scripts/stress_resume.py``."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    d = Path(root) / _FOLDER
+    d.mkdir(parents=True, exist_ok=True)
+    colours = rng.integers(30, 225, size=(10, 3))
+
+    def sample(n):
+        y = rng.integers(0, 10, size=n)
+        img = colours[y][:, :, None, None] + rng.normal(0, 25, size=(n, 3, 32, 32))
+        return np.clip(img, 0, 255).astype(np.uint8).reshape(n, 3072), y.tolist()
+
+    for i, name in enumerate(_TRAIN_FILES, 1):
+        x, y = sample(n_per_batch)
+        write_batch_file(d / name, x, y, f"training batch {i} of 5".encode())
+    x, y = sample(n_test)
+    write_batch_file(d / _TEST_FILE, x, y, b"testing batch 1 of 1")
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CLASSES]}, f)
+    return Path(root)
+
+
 # ------------------------------------------------------------------------------------------------------
 # Batched augmentation on uint8 tensors
 
@@ -203,7 +234,7 @@ class TensorBatches:
 
     Deterministic: epoch ``e`` uses a generator seeded with ``(seed, e)``, so its order and augmentation can be
     recreated from scratch (``set_epoch`` / ``start_step`` are how a resumed run skips what it already did).
-    ``shard=(rank, world_size)`` gives each process its own equal slice of every epoch's permutation.
+    ``shard=(rank, world_size)`` gives each process its own slice of every global batch (see ``__iter__``).
     Yields ``(x float (B, 3, 32, 32) normalised, y int64 (B,))``.
     """
 
@@ -229,10 +260,12 @@ class TensorBatches:
 
     @property
     def num_examples(self) -> int:
-        return len(self.labels) // self.world_size if self.world_size > 1 else len(self.labels)
+        return len(self) * self.batch_size if self.world_size > 1 else len(self.labels)
 
     def __len__(self) -> int:
-        n = self.num_examples
+        if self.world_size > 1:  # every rank runs the same number of full steps of the global batch
+            return len(self.labels) // (self.batch_size * self.world_size)
+        n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -248,17 +281,18 @@ class TensorBatches:
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
-        if self.world_size > 1:  # equal shards so every rank runs the same number of steps
-            per = n // self.world_size
-            order = order[self.rank * per:(self.rank + 1) * per]
         # draw this epoch's augmentation up front so step k's batch never depends on where we resumed
-        crops = torch.randint(0, 2 * self.pad + 1, (len(order), 2), generator=g) if self.augment else None
-        flips = (torch.rand(len(order), generator=g) < 0.5) if self.augment else None
+        crops = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g) if self.augment else None
+        flips = (torch.rand(n, generator=g) < 0.5) if self.augment else None
+        # with world_size W, rank r takes the r-th slice of each global batch of W * batch_size examples, so
+        # W processes see exactly the batches one process would see at the same global batch size
+        global_bs = self.batch_size * self.world_size
         for step in range(self.start_step, len(self)):
-            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            lo = step * global_bs + self.rank * self.batch_size
+            sl = slice(lo, min(lo + self.batch_size, n))
+            idx = order[sl]
             x = self.images[idx]
             if self.augment:
-                sl = slice(step * self.batch_size, step * self.batch_size + len(idx))
                 x = random_flip(random_crop(x, self.pad, shifts=crops[sl]), flips=flips[sl])
             yield self._finish(x, self.labels[idx])
         self.start_step = 0

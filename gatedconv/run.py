@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import layers
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, atomic_write_bytes, build_from_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .data import DataError, TensorBatches, load_cifar10
 from .models import create_model, is_model, list_models
 from .train import History, NonFiniteLossError, TrainingInterrupted, resolve_device, resolve_precision, trainf
@@ -181,15 +181,41 @@ def _check_out_dir(out: Path, resume: bool) -> Optional[dict]:
     return None
 
 
+class _FaultInjector(nn.Module):
+    """Testing hook (env ``GATEDCONV_FAULT=KIND@N``): at this process's N-th training step send SIGKILL
+    (``kill``), SIGINT (``int``) or SIGTERM (``term``) to itself, or return a NaN loss (``nan``). Used by the
+    resilience tests and ``scripts/stress_resume.py``; inert unless the variable is set."""
+
+    def __init__(self, loss: nn.Module, spec: str) -> None:
+        super().__init__()
+        kind, _, n = spec.partition("@")
+        if kind not in ("kill", "int", "term", "nan") or not n.isdigit():
+            raise RunError(f"GATEDCONV_FAULT must look like kill@N, int@N, term@N or nan@N, got {spec!r}")
+        self.loss, self.kind, self.at, self.calls = loss, kind, int(n), 0
+
+    def forward(self, logits, y):
+        self.calls += 1
+        out = self.loss(logits, y)
+        if self.calls == self.at:
+            if self.kind == "nan":
+                return out * float("nan")
+            sig = {"kill": signal.SIGKILL, "int": signal.SIGINT, "term": signal.SIGTERM}[self.kind]
+            os.kill(os.getpid(), sig)
+        return out
+
+
 def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
     """Train as ``cfg`` says and return the final metrics. Raises RunError / DataError / CheckpointError for
     bad input, RunInterrupted on SIGINT/SIGTERM (after writing a checkpoint), NonFiniteLossError on NaN."""
     rank, world, local_rank = _dist_info()
+    if rank != 0:
+        print_fn = lambda *a, **k: None  # noqa: E731  (only rank 0 talks)
     out = Path(cfg.out)
     state = None
     if resume and (out / "config.json").exists():
         saved = json.loads((out / "config.json").read_text())
         saved_run = {k: v for k, v in saved.items() if k in RunConfig.__dataclass_fields__}
+        saved_run["out"] = str(out)  # the directory may have been moved since
         cfg = RunConfig(**saved_run)  # the run's own config wins over the command line
     cfg.validate()
     if rank == 0:
@@ -208,6 +234,9 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if cfg.sync_bn and device.type != "cuda":
+            raise RunError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm is GPU-only); on CPU each process "
+                           "normalises over its own shard of the batch")
         if cfg.batch_size % world:
             raise RunError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes {world}")
 
@@ -221,14 +250,18 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         raise RunError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train_y)} training images")
 
     _seed_everything(cfg.seed)
-    net = create_model(cfg.model, **cfg.model_kwargs)
+    try:
+        net = create_model(cfg.model, **cfg.model_kwargs)
+    except (ValueError, TypeError) as e:  # bad --model-kwargs, previt without weights, ...
+        raise RunError(f"cannot build model {cfg.model!r}: {str(e).strip().splitlines()[0]}") from None
     if state is not None:
         if state.get("model_name") != cfg.model:
             raise RunError(f"{out}: checkpoint is of model {state.get('model_name')!r}, the run is {cfg.model!r}")
         try:
-            net = build_from_checkpoint(state, out / CHECKPOINT_NAME)
-        except CheckpointError as e:
-            raise RunError(str(e)) from None
+            net.load_state_dict(state["model_state"])
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunError(f"{out / CHECKPOINT_NAME}: weights do not fit model {cfg.model!r} as configured ({first})") from None
     num_params = sum(p.numel() for p in net.parameters())
     per_rank_batch = cfg.batch_size // world
     channels_last = cfg.channels_last
@@ -282,7 +315,18 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         })
         write_metrics_csv(out / "metrics.csv", hist)
 
+    # gate statistics once per epoch on a fixed probe batch (one no-grad eval-mode forward; no RNG, no BN update)
+    probe = None
+    if rank == 0 and any(isinstance(m, layers.GatedConv2d) for m in net.modules()):
+        k = min(256, len(data.test_y))
+        probe = next(iter(TensorBatches(data.test_x[:k], data.test_y[:k], k, mean=mean, std=std, device=device,
+                                        channels_last=channels_last)))[0]
+
     def on_epoch_end(epoch: int, hist: History) -> None:
+        if probe is not None:
+            from .analysis import gate_epoch_stats
+            hist.gates.append(dict(gate_epoch_stats(net, probe), epoch=epoch + 1))
+            _write_text_atomic(out / "gate_stats.json", json.dumps(hist.gates) + "\n")
         if (epoch + 1) % cfg.ckpt_frequency == 0 or epoch + 1 == cfg.epochs:
             checkpoint(epoch + 1, 0, None, hist, finished=epoch + 1 == cfg.epochs)
 
@@ -293,7 +337,25 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
 
     old = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
     loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    fault = os.environ.get("GATEDCONV_FAULT")
+    if fault:
+        loss = _FaultInjector(loss, fault)
     figure = str(out / "curve.png") if rank == 0 else None
+    should_stop, metric_reduce = (lambda: stop["flag"]), None
+    if world > 1:
+        import torch.distributed as dist
+
+        def should_stop() -> bool:  # every rank must stop at the same step, or the next all-reduce hangs
+            flag = torch.tensor([1.0 if stop["flag"] else 0.0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            return bool(flag.item())
+
+        def metric_reduce(vals):
+            flat = torch.stack([v.to(device=device, dtype=torch.float64) for v in vals])
+            dist.all_reduce(flat)
+            return [flat[i].to(dtype=v.dtype if torch.is_tensor(v) else torch.float64).cpu() for i, v in enumerate(vals)]
+        if rank != 0:
+            partial = None  # rank 0 restores the global partial sums; the others start from zero
     print_fn(f"model {cfg.model}: {num_params:,} parameters | {len(data.train_y)} train / {len(data.test_y)} eval "
              f"images | device {device} | autocast {resolved['autocast_dtype']} | world size {world}")
     try:
@@ -301,7 +363,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
                          precision=cfg.precision, channels_last=channels_last, scheduler=sched,
                          scheduler_per=sched_per, animator="auto" if rank == 0 else None, figure_path=figure,
                          history=history, start_epoch=start_epoch, start_step=start_step, partial=partial,
-                         on_epoch_end=on_epoch_end, should_stop=lambda: stop["flag"],
+                         on_epoch_end=on_epoch_end, should_stop=should_stop, metric_reduce=metric_reduce,
                          on_interrupt=lambda e, s, p, h: checkpoint(e, s, p, h), quiet=rank != 0,
                          print_fn=print_fn)
     except TrainingInterrupted as e:
@@ -310,6 +372,14 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if world > 1:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+    dump = os.environ.get("GATEDCONV_DUMP_WEIGHTS")  # testing hook: every rank saves its final weights there
+    if dump:
+        Path(dump).mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), Path(dump) / f"rank{rank}.pt")
     final = dict(history.epochs[-1])
     if rank == 0:
         if cfg.figure_copy and Path(figure).exists():

@@ -44,17 +44,20 @@ class TrainingInterrupted(Exception):
 
 @dataclass
 class History:
-    """Metrics of a run: ``iters`` (every ``log_every`` steps) and ``epochs`` (one dict per epoch)."""
+    """Metrics of a run: ``iters`` (every ``log_every`` steps), ``epochs`` (one dict per epoch) and ``gates``
+    (per-epoch gate statistics, filled by the run harness for gated models)."""
 
     iters: List[Dict[str, float]] = field(default_factory=list)
     epochs: List[Dict[str, float]] = field(default_factory=list)
+    gates: List[dict] = field(default_factory=list)  # per-epoch gate statistics (models with gated blocks)
 
     def state_dict(self) -> dict:
-        return {"iters": [dict(r) for r in self.iters], "epochs": [dict(r) for r in self.epochs]}
+        return {"iters": [dict(r) for r in self.iters], "epochs": [dict(r) for r in self.epochs],
+                "gates": [dict(r) for r in self.gates]}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "History":
-        return cls(list(d.get("iters", [])), list(d.get("epochs", [])))
+        return cls(list(d.get("iters", [])), list(d.get("epochs", [])), list(d.get("gates", [])))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -135,6 +138,13 @@ def evaluate(net: nn.Module, data_iter, device: str | torch.device = "auto", pre
     return out
 
 
+def _reduced(metric: Accumulator, reduce_fn=None, as_float: bool = True):
+    vals = [torch.as_tensor(v) for v in metric.data]
+    if reduce_fn is not None:
+        vals = reduce_fn(vals)
+    return [float(v) for v in vals] if as_float else vals
+
+
 def _is_tty() -> bool:
     try:
         return sys.stderr.isatty()
@@ -160,6 +170,7 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
            should_stop: Optional[Callable[[], bool]] = None,
            on_interrupt: Optional[Callable[[int, int, dict, History], None]] = None,
            grad_scaler=None,
+           metric_reduce: Optional[Callable[[list], list]] = None,
            topk=(1,),
            print_fn: Callable[[str], None] = print,
            quiet: bool = False) -> History:
@@ -170,6 +181,7 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
     (e.g. ``d2l.torch.Animator``), ``None`` turns plotting off. ``start_epoch``/``start_step``/``partial``/
     ``history`` continue an interrupted run; ``should_stop`` is polled after every step and, when true,
     ``on_interrupt(epoch, step, partial, history)`` runs and :class:`TrainingInterrupted` is raised.
+    ``metric_reduce`` (multi-process runs) maps the local [loss_sum, correct, count] to the global sums.
     Returns the :class:`History`.
     """
     device = resolve_device(device)
@@ -246,7 +258,8 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
             if (i + 1) % log_every == 0 or last:
                 if int(bad_step) >= 0:
                     raise NonFiniteLossError(epoch, int(bad_step))
-                tl, ta = metric[0] / metric[2], metric[1] / metric[2]
+                ls, cs, ns = _reduced(metric, metric_reduce)
+                tl, ta = ls / ns, cs / ns
                 x = epoch + (i + 1) / num_batches
                 history.iters.append({"x": x, "epoch": epoch, "step": i + 1, "train_loss": tl, "train_acc": ta})
                 if animator is not None:
@@ -259,7 +272,8 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
                     bar.close()
                 if int(bad_step) >= 0:
                     raise NonFiniteLossError(epoch, int(bad_step))
-                state = {k: torch.as_tensor(v).detach().cpu() for k, v in zip(metric_names, metric.data)}
+                state = {k: torch.as_tensor(v).detach().cpu()
+                         for k, v in zip(metric_names, _reduced(metric, metric_reduce, as_float=False))}
                 if on_interrupt is not None:
                     on_interrupt(epoch, i + 1, state, history)
                 raise TrainingInterrupted(epoch, i + 1)
@@ -272,9 +286,10 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
         if scheduler is not None and scheduler_per == "epoch":
             scheduler.step()
         test = evaluate(net, test_iter, device, precision, topk=topk, channels_last=channels_last)
+        ls, cs, ns = _reduced(metric, metric_reduce)
         row = {
             "epoch": epoch + 1, "step": (epoch + 1) * num_batches,
-            "train_loss": metric[0] / metric[2], "train_acc": metric[1] / metric[2],
+            "train_loss": ls / ns, "train_acc": cs / ns,
             "test_loss": test["loss"], "test_acc": test["acc"],
             **{f"test_top{k}": test[f"top{k}"] for k in topk if k != 1},
             "lr": optimizer.param_groups[0]["lr"],

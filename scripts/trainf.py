@@ -14,12 +14,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments give one line on stderr and exit 2 (argparse would print the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv=None):
     from gatedconv.models import list_models
     from gatedconv.run import RunConfig
 
     d = RunConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-m", "--model", default=d.model, choices=list_models(), metavar="NAME",
                    help=f"one of: {', '.join(list_models())} (default {d.model})")
     p.add_argument("-e", "--epochs", type=int, default=d.epochs)

@@ -176,7 +176,7 @@ def test_readme_snippet_runs():
     import re
     from pathlib import Path
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"<!-- snippet:own-model -->\s*```python\n(.*?)```", readme, re.S)
+    block = re.search(r"<!-- snippet:own-model[^>]*-->\s*```python\n(.*?)```", readme, re.S)
     assert block, "README lost its own-model snippet"
     ns: dict = {}
     exec(compile(block.group(1), "README-snippet", "exec"), ns)

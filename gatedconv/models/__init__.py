@@ -1,5 +1,6 @@
 """Model registry and model families. Importing this package registers every model."""
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from .gated import GatedNet, GatedNetConfig
+from . import baselines  # registers the baseline families
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model", "GatedNet", "GatedNetConfig"]

@@ -32,6 +32,7 @@ class GatedNetConfig:
     activation: str = "per_path"
     impl: str = "auto"
     gate_bias_init: Optional[float] = 1.0
+    norm: str = "batch"
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -40,6 +41,8 @@ class GatedNetConfig:
             raise ValueError(f"widths must be five positive ints, got {self.widths}")
         if self.num_classes < 1 or self.head_hidden < 1:
             raise ValueError(f"num_classes and head_hidden must be >= 1, got {self.num_classes}, {self.head_hidden}")
+        if self.norm not in ("batch", "none"):
+            raise ValueError(f"norm must be 'batch' or 'none', got {self.norm!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -62,7 +65,7 @@ class GatedNet(nn.Module):
                     activation=config.activation,
                     impl=config.impl,
                 ),
-                nn.BatchNorm2d(w),
+                nn.BatchNorm2d(w) if config.norm == "batch" else nn.Identity(),
                 nn.MaxPool2d(2),
             ))
             c_in = w

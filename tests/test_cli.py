@@ -1,0 +1,230 @@
+"""scripts/trainf.py end to end on tiny generated data: run directory, load_model, resume, signals, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import gatedconv
+from gatedconv.data import TensorBatches, load_cifar10
+
+from conftest import make_tiny_cifar
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "trainf.py"
+TINY = '{"widths": [4, 8, 8, 8, 8], "head_hidden": 16}'
+# fp32, no compile: the bit-identical resume checks want deterministic CPU settings
+FAST = ["--precision", "fp32", "--compile", "off", "--model-kwargs", TINY, "--batch-size", "20",
+        "--eval-batch-size", "50"]
+
+
+def run_cli(args, cwd, env_extra=None, timeout=240):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(p):
+    assert p.returncode != 0, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.strip() and "Warning" not in l and not l.startswith("W1")]
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_tiny_cifar(tmp_path_factory.mktemp("clidata"), n_per_batch=40, n_test=40)
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cwd")
+    out = cwd / "run"
+    p = run_cli(["--epochs", 3, "--data-dir", data_dir, "--out", out, "--seed", 1, *FAST], cwd)
+    assert p.returncode == 0, p.stderr
+    return out, p.stdout, cwd
+
+
+def _weights(run: Path):
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model_state"]
+
+
+def _metrics(run: Path, drop=("seconds", "examples_per_sec")):
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def test_smoke_run_writes_everything(finished_run):
+    out, stdout, cwd = finished_run
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "curve.png", "final.json"):
+        assert (out / name).exists(), name
+    assert (cwd / "figures" / "curve_run.png").exists()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["lr"] == 1e-3 and cfg["weight_decay"] == 1e-4 and cfg["optimizer"] == "adam"
+    assert cfg["seed"] == 1 and cfg["world_size"] == 1 and cfg["model_kwargs"]["widths"] == [4, 8, 8, 8, 8]
+    assert len(_metrics(out)) == 3
+    assert "examples/sec" in stdout and "test acc" in stdout
+
+
+def test_load_model_reproduces_reported_accuracy(finished_run, data_dir):
+    out, _, _ = finished_run
+    reported = float(_metrics(out)[-1]["test_acc"])
+    model = gatedconv.load_model(out)
+    assert not model.training
+    d = load_cifar10(str(data_dir))
+    with torch.no_grad():
+        pred = model(d.test_x.float() / 255).argmax(1)  # raw [0, 1] images: normalisation is inside
+    acc = (pred == d.test_y).float().mean().item()
+    assert acc == pytest.approx(reported, abs=1e-6)
+
+
+def test_resume_of_finished_run_changes_nothing(finished_run):
+    out, _, cwd = finished_run
+    before = (out / "checkpoint.pt").read_bytes()
+    p = run_cli(["--out", out, "--resume"], cwd)
+    assert p.returncode == 0 and "already finished" in p.stdout
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_existing_run_is_not_overwritten(finished_run, data_dir):
+    out, _, cwd = finished_run
+    before = (out / "checkpoint.pt").read_bytes()
+    line = assert_one_line_error(run_cli(["--epochs", 1, "--data-dir", data_dir, "--out", out, *FAST], cwd))
+    assert "already holds a run" in line and "--resume" in line
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("kill_at", [7, 23])  # mid-epoch (10 steps per epoch here): after 0 and 2 checkpoints
+def test_sigkill_then_resume_is_bit_identical(finished_run, data_dir, tmp_path, kill_at):
+    ref, _, _ = finished_run
+    out = tmp_path / "run"
+    args = ["--epochs", 3, "--data-dir", data_dir, "--out", out, "--seed", 1, *FAST]
+    p = run_cli(args, tmp_path, {"GATEDCONV_FAULT": f"kill@{kill_at}"})
+    assert p.returncode == -9
+    p = run_cli(["--out", out, "--resume"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    a, b = _weights(ref), _weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(out) == _metrics(ref)
+
+
+@pytest.mark.parametrize("sig", ["int", "term"])
+def test_signal_checkpoints_mid_epoch_and_resumes_identically(finished_run, data_dir, tmp_path, sig):
+    ref, _, _ = finished_run
+    out = tmp_path / "run"
+    args = ["--epochs", 3, "--data-dir", data_dir, "--out", out, "--seed", 1, *FAST]
+    p = run_cli(args, tmp_path, {"GATEDCONV_FAULT": f"{sig}@15"})
+    assert p.returncode == 130
+    line = assert_one_line_error(p)
+    assert "--resume" in line and "epoch 2, step 5" in line
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert (state["epoch"], state["step"]) == (1, 5)
+    p = run_cli(["--out", out, "--resume"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    a, b = _weights(ref), _weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(out) == _metrics(ref)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(data_dir, tmp_path):
+    out = tmp_path / "run"
+    p = run_cli(["--epochs", 3, "--data-dir", data_dir, "--out", out, *FAST], tmp_path, {"GATEDCONV_FAULT": "nan@14"})
+    line = assert_one_line_error(p)
+    assert "NaN" in line and "epoch 2, step 4" in line
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model_state"].values() if v.is_floating_point())
+
+
+# ------------------------------------------------------------------------------------------------------
+# Bad input: one line, non-zero exit, no traceback, nothing overwritten
+
+
+def test_missing_data_dir(tmp_path):
+    line = assert_one_line_error(run_cli(["--data-dir", tmp_path / "none", "--out", tmp_path / "r", *FAST], tmp_path))
+    assert "no CIFAR-10 data" in line and "--data-dir" in line
+
+
+def test_truncated_batch_file(tmp_path):
+    root = make_tiny_cifar(tmp_path / "d", n_per_batch=8, n_test=8)
+    f = root / "cifar-10-batches-py" / "data_batch_4"
+    f.write_bytes(f.read_bytes()[:500])
+    assert "data_batch_4" in assert_one_line_error(run_cli(["--data-dir", root, "--out", tmp_path / "r", *FAST], tmp_path))
+
+
+def test_wrong_shape_and_labels(tmp_path):
+    import numpy as np
+    from gatedconv.data import write_batch_file
+    root = make_tiny_cifar(tmp_path / "d", n_per_batch=8, n_test=8)
+    write_batch_file(root / "cifar-10-batches-py" / "test_batch", np.zeros((8, 1024), np.uint8), [0] * 8)
+    assert "(N, 3072)" in assert_one_line_error(run_cli(["--data-dir", root, "--out", tmp_path / "r", *FAST], tmp_path))
+    write_batch_file(root / "cifar-10-batches-py" / "test_batch", np.zeros((8, 3072), np.uint8), [0] * 7 + [11])
+    assert "0..9" in assert_one_line_error(run_cli(["--data-dir", root, "--out", tmp_path / "r2", *FAST], tmp_path))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "nope"], "invalid choice"),
+    (["--epochs", "0"], "--epochs must be a positive integer"),
+    (["--batch-size", "-4"], "--batch-size must be a positive integer"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--epochs", "two"], "invalid int value"),
+])
+def test_bad_arguments(data_dir, tmp_path, args, needle):
+    line = assert_one_line_error(run_cli(["--data-dir", data_dir, "--out", tmp_path / "r", *FAST, *args], tmp_path))
+    assert needle in line
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_unwritable_out_dir(data_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    line = assert_one_line_error(run_cli(["--data-dir", data_dir, "--out", blocker / "run", *FAST], tmp_path))
+    assert "cannot write" in line
+
+
+def test_resume_without_run(tmp_path):
+    line = assert_one_line_error(run_cli(["--out", tmp_path / "empty", "--resume"], tmp_path))
+    assert "holds no run" in line
+
+
+def test_corrupt_checkpoint(finished_run, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    (out / "checkpoint.pt").write_bytes(b"this is not a checkpoint")
+    line = assert_one_line_error(run_cli(["--out", out, "--resume"], tmp_path))
+    assert "corrupt" in line
+
+
+def test_checkpoint_of_other_shape(finished_run, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state["finished"] = False
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["model_kwargs"] = {"widths": [4, 8, 8, 8, 16], "head_hidden": 16}
+    (out / "config.json").write_text(json.dumps(cfg))
+    torch.save(state, out / "checkpoint.pt")
+    before = (out / "checkpoint.pt").read_bytes()
+    line = assert_one_line_error(run_cli(["--out", out, "--resume"], tmp_path))
+    assert "do not fit" in line
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_checkpoint_of_other_model(finished_run, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state["finished"], state["model_name"] = False, "gatedconv_small"
+    torch.save(state, out / "checkpoint.pt")
+    line = assert_one_line_error(run_cli(["--out", out, "--resume"], tmp_path))
+    assert "gatedconv_small" in line
