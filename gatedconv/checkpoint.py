@@ -11,7 +11,8 @@ from torch import nn
 
 from .models import create_model, is_model
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "Normalized", "CHECKPOINT_NAME"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "Normalized", "CHECKPOINT_NAME",
+           "evaluate_images"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "gatedconv-checkpoint-v1"
@@ -96,3 +97,24 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     net = build_from_checkpoint(state, _checkpoint_path(path))
     model = Normalized(net, state["mean"], state["std"])
     return model.to(device).eval()
+
+
+@torch.no_grad()
+def evaluate_images(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
+                    topk: Sequence[int] = (1, 5)) -> dict:
+    """Top-k accuracy of a classifier that takes float images in [0, 1] (e.g. ``load_model``'s), fed uint8
+    ``images`` (N, 3, H, W) / 255 in fp32, in order, ``batch_size`` at a time. The one evaluation used by the
+    harness's final report and by ``scripts/evaluate.py``, so both print the same number."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    hits = torch.zeros(len(topk), dtype=torch.long)
+    for i in range(0, len(labels), batch_size):
+        x = images[i:i + batch_size].to(device).float().div_(255)
+        y = labels[i:i + batch_size].to(device)
+        pred = model(x).float().topk(max(topk), dim=1).indices
+        for j, k in enumerate(topk):
+            hits[j] += int((pred[:, :k] == y[:, None]).any(1).sum())
+    model.train(was_training)
+    n = max(len(labels), 1)
+    return {f"top{k}": hits[j].item() / n for j, k in enumerate(topk)}

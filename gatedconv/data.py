@@ -57,6 +57,18 @@ class CIFAR10:
         val, tr = perm[:n_val], perm[n_val:]
         return CIFAR10(self.train_x[tr], self.train_y[tr], self.train_x[val], self.train_y[val], self.root)
 
+    def fold(self, k: int, num_folds: int = 5, seed: int = 0) -> "CIFAR10":
+        """Fold ``k`` of a ``num_folds``-fold split of the TRAINING set: train on the other folds, evaluate on
+        this one (cross-validation never touches the official test set)."""
+        if not 0 <= k < num_folds or num_folds < 2:
+            raise DataError(f"fold must be in 0..{num_folds - 1} with at least 2 folds, got {k} of {num_folds}")
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(self.train_y), generator=g)
+        parts = perm.tensor_split(num_folds)
+        ev = parts[k]
+        tr = torch.cat([p for i, p in enumerate(parts) if i != k])
+        return CIFAR10(self.train_x[tr], self.train_y[tr], self.train_x[ev], self.train_y[ev], self.root)
+
     def subset(self, n_train: int = 1000, n_test: Optional[int] = 1000) -> "CIFAR10":
         """The first ``n_train`` training (and ``n_test`` test) images, for quick prototyping."""
         nt = len(self.test_y) if n_test is None else n_test

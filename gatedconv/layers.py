@@ -39,9 +39,11 @@ GATE_TYPES = ("relu", "softmax", "sigmoid", "constant")
 ACTIVATION_PLACEMENTS = ("per_path", "after_sum")
 IMPLEMENTATIONS = ("auto", "reference", "fused", "gemm", "stacked", "condconv")
 
-# "auto" uses the im2col GEMM form for feature maps with at most this many pixels (H_out * W_out).
-# Measured on the 2-core AVX-512 CPU in README ("Fast implementations"): the convolution library's
-# bf16 kernels are efficient on large maps but slow on 4x4 / 2x2 maps, where one plain GEMM wins.
+# "auto" uses the im2col GEMM form for feature maps with at most this many pixels (H_out * W_out), for bf16
+# channels-last CPU tensors. Measured with scripts/bench_gemm.py on the 2-core AVX-512 CPU (one block, batch
+# 128, forward + backward, the forms alternating step by step; two runs): 128->128 channels on a 2x2 map
+# 1.44x / 1.59x faster than the reference (oneDNN's bf16 backward is slow on tiny maps), 64->128 on 4x4
+# 1.08x / 1.14x, 32->64 on 8x8 0.43x / 0.45x (slower: not used there).
 GEMM_MAX_PIXELS = 16
 
 
@@ -217,7 +219,12 @@ class GatedConv2d(nn.Module):
         equal = len(set(self.kernel_sizes)) == 1
         h = (x.shape[2] + 2 * (kmax // 2) - kmax) // self.stride + 1
         w = (x.shape[3] + 2 * (kmax // 2) - kmax) // self.stride + 1
-        if equal and h * w <= GEMM_MAX_PIXELS:
+        # measured (README, "Fast implementations"): the GEMM form wins only with bf16 on channels-last CPU
+        # tensors (1.6x for the network); in fp32 or NCHW the unfold costs more than it saves
+        bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        if (equal and h * w <= GEMM_MAX_PIXELS and x.device.type == "cpu" and bf16
+                and x.is_contiguous(memory_format=torch.channels_last)):
             return "gemm"
         return "reference"
 

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from . import layers
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import (CHECKPOINT_NAME, CheckpointError, Normalized, atomic_write_bytes, evaluate_images,
+                         load_checkpoint, save_checkpoint)
 from .data import DataError, TensorBatches, load_cifar10
 from .models import create_model, is_model, list_models
 from .train import History, NonFiniteLossError, TrainingInterrupted, resolve_device, resolve_precision, trainf
 
-__all__ = ["RunConfig", "RunError", "RunInterrupted", "run_training"]
+__all__ = ["RunConfig", "RunError", "RunInterrupted", "run_training", "cross_validate"]
 
 
 class RunError(ValueError):
@@ -57,7 +58,7 @@ class RunConfig:
     compile: str = "auto"
     data_dir: Optional[str] = None
     seed: int = 0
-    out: str = "runs/gatedconv"
+    out: Optional[str] = None  # None: runs/<model>-seed<seed>-<date-time>, a new directory for every run
     ckpt_frequency: int = 1
     validation: bool = False
     first_1000: bool = False
@@ -65,6 +66,8 @@ class RunConfig:
     sync_bn: bool = False
     model_kwargs: dict = field(default_factory=dict)
     figure_copy: Optional[str] = "figures"
+    cv_fold: Optional[Tuple[int, int]] = None  # (k, K): evaluate on fold k of a K-fold split of the training set
+    wandb: bool = False
 
     def validate(self) -> None:
         if not is_model(self.model):
@@ -204,10 +207,54 @@ class _FaultInjector(nn.Module):
         return out
 
 
+def _wandb_run(cfg: RunConfig, resolved: dict, print_fn):
+    """A Weights & Biases run when ``--wandb`` is given and the package is installed (an optional extra).
+    Offline unless WANDB_MODE says otherwise: this project's machines have no network; sync later with
+    ``wandb sync``."""
+    if not cfg.wandb:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        print_fn("note: --wandb given but the wandb package is not installed (pip install wandb); not logging to it")
+        return None
+    mode = os.environ.get("WANDB_MODE", "offline")
+    return wandb.init(project="gatedconv", name=Path(cfg.out).name, dir=str(cfg.out), config=resolved, mode=mode)
+
+
+def cross_validate(cfg: RunConfig, folds: int = 5, print_fn=print) -> dict:
+    """K-fold cross-validation on the training set: run ``cfg`` once per fold (runs in ``OUT/fold{k}``, each
+    resumable), evaluating on the held-out fold; returns per-fold accuracies with their mean and std."""
+    import statistics
+    import time as _time
+    if cfg.out is None:
+        cfg = RunConfig(**{**asdict(cfg), "out": f"runs/{cfg.model}-cv-seed{cfg.seed}-{_time.strftime('%Y%m%d-%H%M%S')}"})
+    accs = []
+    for k in range(folds):
+        sub = RunConfig(**{**asdict(cfg), "out": str(Path(cfg.out) / f"fold{k}"), "cv_fold": (k, folds)})
+        resume = (Path(sub.out) / "config.json").exists()
+        final = run_training(sub, resume=resume, print_fn=print_fn)
+        accs.append(float(final["test_acc"]))
+        print_fn(f"fold {k + 1}/{folds}: held-out accuracy {accs[-1]:.4f}")
+    mean, std = statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
+    summary = {"folds": folds, "accuracies": accs, "mean": mean, "std": std}
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(Path(cfg.out) / "cv.json", json.dumps(summary, indent=2) + "\n")
+    print_fn(f"{folds}-fold cross-validation: {100 * mean:.2f}% +- {100 * std:.2f}")
+    return summary
+
+
 def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
     """Train as ``cfg`` says and return the final metrics. Raises RunError / DataError / CheckpointError for
     bad input, RunInterrupted on SIGINT/SIGTERM (after writing a checkpoint), NonFiniteLossError on NaN."""
     rank, world, local_rank = _dist_info()
+    if cfg.out is None:
+        if resume:
+            raise RunError("--resume needs --out RUN_DIR (the run to continue)")
+        if world > 1:
+            raise RunError("under torchrun pass --out explicitly so every process uses the same run directory")
+        import time as _time
+        cfg = RunConfig(**{**asdict(cfg), "out": f"runs/{cfg.model}-seed{cfg.seed}-{_time.strftime('%Y%m%d-%H%M%S')}"})
     if rank != 0:
         print_fn = lambda *a, **k: None  # noqa: E731  (only rank 0 talks)
     out = Path(cfg.out)
@@ -242,7 +289,9 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
 
     data = load_cifar10(cfg.data_dir)
     mean, std = data.mean_std()
-    if cfg.validation:
+    if cfg.cv_fold is not None:
+        data = data.fold(int(cfg.cv_fold[0]), int(cfg.cv_fold[1]), seed=cfg.seed)
+    elif cfg.validation:
         data = data.split_validation(5000, seed=cfg.seed)
     if cfg.first_1000:
         data = data.subset(1000, 1000)
@@ -300,7 +349,9 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
                      "device_resolved": str(device), "autocast_dtype": str(resolve_precision(cfg.precision, device)),
                      "num_params": num_params, "mean": mean, "std": std, "torch": torch.__version__,
                      "train_examples": len(data.train_y), "eval_examples": len(data.test_y),
-                     "eval_split": "validation (5000 held out of train)" if cfg.validation else "official test set"})
+                     "eval_split": (f"fold {cfg.cv_fold[0]} of {cfg.cv_fold[1]} of the training set" if cfg.cv_fold
+                                    else "validation (5000 held out of train)" if cfg.validation
+                                    else "official test set")})
     if rank == 0:
         _write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
 
@@ -322,7 +373,11 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         probe = next(iter(TensorBatches(data.test_x[:k], data.test_y[:k], k, mean=mean, std=std, device=device,
                                         channels_last=channels_last)))[0]
 
+    wb = _wandb_run(cfg, resolved, print_fn) if rank == 0 else None
+
     def on_epoch_end(epoch: int, hist: History) -> None:
+        if wb is not None:
+            wb.log({k: v for k, v in hist.epochs[-1].items() if isinstance(v, (int, float))}, step=epoch + 1)
         if probe is not None:
             from .analysis import gate_epoch_stats
             hist.gates.append(dict(gate_epoch_stats(net, probe), epoch=epoch + 1))
@@ -376,11 +431,24 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
             import torch.distributed as dist
             if dist.is_initialized():
                 dist.destroy_process_group()
+    if wb is not None:
+        wb.finish()
     dump = os.environ.get("GATEDCONV_DUMP_WEIGHTS")  # testing hook: every rank saves its final weights there
     if dump:
         Path(dump).mkdir(parents=True, exist_ok=True)
         torch.save(net.state_dict(), Path(dump) / f"rank{rank}.pt")
     final = dict(history.epochs[-1])
+    # the number a user gets back: load_model's view (normalisation inside, raw [0, 1] images, fp32), the same
+    # function scripts/evaluate.py uses; the per-epoch figures above ran in the training precision
+    import copy
+    previous = layers.set_compiled_combine(False)  # eager kernels and NCHW weights: exactly load_model's path
+    eval_net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    ref = evaluate_images(Normalized(eval_net, mean, std), data.test_x, data.test_y)
+    layers.set_compiled_combine(previous)
+    del eval_net
+    final["test_acc_fp32"], final["test_top5_fp32"] = ref["top1"], ref["top5"]
+    print_fn(f"test acc {ref['top1']:.4f} (fp32, as gatedconv.load_model sees it; top-5 {ref['top5']:.4f}) on "
+             f"{len(data.test_y)} {resolved['eval_split']} images")
     if rank == 0:
         if cfg.figure_copy and Path(figure).exists():
             Path(cfg.figure_copy).mkdir(parents=True, exist_ok=True)

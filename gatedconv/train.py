@@ -194,7 +194,8 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    if animator == "auto":
+    own_animator = animator == "auto"
+    if own_animator:
         animator = Animator(xlabel="epoch", xlim=[0, num_epochs], ylim=[0, 1.0],
                             legend=["train loss", "train acc", "test acc"], figsize=(5, 3.5), path=figure_path)
         for r in history.iters:  # redraw what a resumed run already had
@@ -306,6 +307,8 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
             on_epoch_end(epoch, history)
     if animator is not None and hasattr(animator, "save") and figure_path:
         animator.save()
+    if own_animator and animator is not None:
+        animator.close()  # free the matplotlib figure (long-lived processes train many models)
     if history.epochs and not quiet:
         last = history.epochs[-1]
         speed = total_examples / timer.sum() if timer.sum() > 0 and total_examples else float("nan")

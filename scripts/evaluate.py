@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=500, help="keep 500 to reproduce the run's own report")
     args = p.parse_args(argv)
 
     import torch
@@ -34,21 +34,22 @@ def main(argv=None) -> int:
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    top1 = top5 = 0
-    with torch.no_grad():
-        for i in range(0, len(data.test_y), args.batch_size):
-            x = data.test_x[i:i + args.batch_size].float() / 255
-            y = data.test_y[i:i + args.batch_size]
-            pred = model(x).topk(5, dim=1).indices
-            top1 += int((pred[:, 0] == y).sum())
-            top5 += int((pred == y[:, None]).any(1).sum())
+    from gatedconv.checkpoint import evaluate_images
+    res = evaluate_images(model, data.test_x, data.test_y, batch_size=args.batch_size)
     n = len(data.test_y)
-    print(f"{args.run}: test top-1 {top1 / n:.4f} ({top1}/{n}), top-5 {top5 / n:.4f}")
+    print(f"{args.run}: test top-1 {res['top1']:.4f} ({round(res['top1'] * n)}/{n}), top-5 {res['top5']:.4f}")
+    final = Path(args.run) / "final.json"
+    if final.exists():
+        import json
+        f = json.loads(final.read_text())
+        if "test_acc_fp32" in f:
+            print(f"the run reported test acc {f['test_acc_fp32']:.4f} (fp32, same evaluation)")
     metrics = Path(args.run) / "metrics.csv"
     if metrics.exists():
         rows = list(csv.DictReader(open(metrics)))
         if rows:
-            print(f"the run reported test acc {float(rows[-1]['test_acc']):.4f} after epoch {rows[-1]['epoch']}")
+            print(f"its last epoch reported test acc {float(rows[-1]['test_acc']):.4f} (evaluated in the training "
+                  f"precision, e.g. bf16 autocast)")
     return 0
 
 

@@ -47,13 +47,18 @@ def parse_args(argv=None):
                    help="torch.compile the gated sum (auto: on for single-process CPU)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (else $CIFAR10_DIR, else ./data)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("-s", "--out", "--save-folder", dest="out", default=d.out, help="run directory")
+    p.add_argument("-s", "--out", "--save-folder", dest="out", default=None,
+                   help="run directory (default: a new runs/<model>-seed<seed>-<date-time>)")
     p.add_argument("-f", "--ckpt-frequency", type=int, default=d.ckpt_frequency, help="checkpoint every N epochs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--validation", action="store_true", help="hold out 5,000 training images for evaluation")
     p.add_argument("--first-1000", action="store_true", help="train/test on the first 1,000 images only")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    p.add_argument("-c", "--cross-validate", action="store_true",
+                   help="5-fold cross-validation on the training set (runs in OUT/fold0..4); prints mean +- std")
+    p.add_argument("-w", "--wandb", action="store_true",
+                   help="also log to Weights & Biases if installed (offline unless WANDB_MODE is set)")
     p.add_argument("--model-kwargs", default="{}", help='JSON dict for the model builder, e.g. \'{"gate": "softmax"}\'')
     return p.parse_args(argv)
 
@@ -62,7 +67,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from gatedconv.checkpoint import CheckpointError
     from gatedconv.data import DataError
-    from gatedconv.run import RunConfig, RunError, RunInterrupted, run_training
+    from gatedconv.run import RunConfig, RunError, RunInterrupted, cross_validate, run_training
     from gatedconv.train import NonFiniteLossError
 
     try:
@@ -72,10 +77,14 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"error: --model-kwargs must be a JSON object, got {args.model_kwargs!r}", file=sys.stderr)
         return 2
-    resume = args.resume
-    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k not in ("resume", "model_kwargs")}, model_kwargs=kw)
+    resume, cv = args.resume, args.cross_validate
+    skip = ("resume", "model_kwargs", "cross_validate")
+    cfg = RunConfig(**{k: v for k, v in vars(args).items() if k not in skip}, model_kwargs=kw)
     try:
-        run_training(cfg, resume=resume)
+        if cv:
+            cross_validate(cfg)
+        else:
+            run_training(cfg, resume=resume)
     except RunInterrupted as e:
         print(str(e), file=sys.stderr)
         return 130

@@ -84,6 +84,12 @@ def test_load_model_reproduces_reported_accuracy(finished_run, data_dir):
         pred = model(d.test_x.float() / 255).argmax(1)  # raw [0, 1] images: normalisation is inside
     acc = (pred == d.test_y).float().mean().item()
     assert acc == pytest.approx(reported, abs=1e-6)
+    final = json.loads((out / "final.json").read_text())
+    from gatedconv.checkpoint import evaluate_images
+    assert evaluate_images(model, d.test_x, d.test_y)["top1"] == final["test_acc_fp32"]
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(out), "--data-dir", str(data_dir)],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert p.returncode == 0 and f"test top-1 {final['test_acc_fp32']:.4f}" in p.stdout
 
 
 def test_resume_of_finished_run_changes_nothing(finished_run):
@@ -192,6 +198,7 @@ def test_unwritable_out_dir(data_dir, tmp_path):
 def test_resume_without_run(tmp_path):
     line = assert_one_line_error(run_cli(["--out", tmp_path / "empty", "--resume"], tmp_path))
     assert "holds no run" in line
+    assert "needs --out" in assert_one_line_error(run_cli(["--resume"], tmp_path))
 
 
 def test_corrupt_checkpoint(finished_run, tmp_path):
@@ -228,3 +235,28 @@ def test_checkpoint_of_other_model(finished_run, tmp_path):
     torch.save(state, out / "checkpoint.pt")
     line = assert_one_line_error(run_cli(["--out", out, "--resume"], tmp_path))
     assert "gatedconv_small" in line
+
+
+def test_cross_validation_and_short_flags(data_dir, tmp_path):
+    out = tmp_path / "cv"
+    p = run_cli(["-c", "-e", "1", "-b", "20", "-l", "0.003", "-d", "cpu", "-s", out, "-f", "1", "-m", "gatedconv",
+                 "--data-dir", data_dir, "--precision", "fp32", "--compile", "off", "--model-kwargs", TINY], tmp_path)
+    assert p.returncode == 0, p.stderr
+    cv = json.loads((out / "cv.json").read_text())
+    assert cv["folds"] == 5 and len(cv["accuracies"]) == 5 and "5-fold cross-validation" in p.stdout
+    cfg = json.loads((out / "fold2" / "config.json").read_text())
+    assert cfg["eval_split"].startswith("fold 2 of 5") and cfg["eval_examples"] == 40 and cfg["lr"] == 0.003
+
+
+def test_wandb_flag_is_optional(data_dir, tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb installed here; the point is the run without it")
+    p = run_cli(["-w", "-e", "1", "--data-dir", data_dir, "--out", tmp_path / "r", *FAST], tmp_path)
+    assert p.returncode == 0 and "wandb package is not installed" in p.stdout
+
+
+def test_previt_without_weights_is_one_line(data_dir, tmp_path):
+    line = assert_one_line_error(run_cli(["-m", "previt", "-e", "1", "--data-dir", data_dir, "--out", tmp_path / "r",
+                                          "--compile", "off"], tmp_path))
+    assert "previt needs pretrained weights" in line

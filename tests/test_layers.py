@@ -109,9 +109,15 @@ def test_fast_forms_close_in_float32_and_channels_last():
 
 def test_auto_choice():
     m = GatedConv2d(8, 8)
+    cl = torch.randn(2, 8, 2, 2).to(memory_format=torch.channels_last)
     assert m.choose_impl(torch.randn(1, 8, 32, 32)) == "reference"
-    assert m.choose_impl(torch.randn(1, 8, 4, 4)) == "gemm"
-    assert GatedConv2d(8, 8, kernel_sizes=(1, 3)).choose_impl(torch.randn(1, 8, 2, 2)) == "reference"
+    assert m.choose_impl(cl) == "reference"  # fp32: the GEMM form measured slower
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.choose_impl(cl) == "gemm"  # bf16, channels_last, small map: measured faster
+        assert m.choose_impl(torch.randn(2, 8, 2, 2)) == "reference"  # NCHW
+        assert m.choose_impl(torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)) == "gemm"
+        assert m.choose_impl(torch.randn(2, 8, 16, 16).to(memory_format=torch.channels_last)) == "reference"
+        assert GatedConv2d(8, 8, kernel_sizes=(1, 3)).choose_impl(cl) == "reference"
 
 
 def test_compiled_combine_matches_eager():
