@@ -489,16 +489,20 @@ def _scatter_labelled(ax, xs, rows, claims: bool) -> None:
     ax.legend(fontsize=7, loc="best")
 
 
-def plot_acc_vs_params(path: str | Path, rows: List[dict], title: str = "") -> Path:
-    fig, ax = _figure()
-    _scatter_labelled(ax, [r["num_params"] for r in rows], rows, claims=True)
-    ax.set_xlabel("parameters (log scale)")
+def _finish_plot(fig, ax, path: str | Path, title: str) -> Path:
     ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=7)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def plot_acc_vs_params(path: str | Path, rows: List[dict], title: str = "") -> Path:
+    fig, ax = _figure()
+    _scatter_labelled(ax, [r["num_params"] for r in rows], rows, claims=True)
+    ax.set_xlabel("parameters (log scale)")
+    return _finish_plot(fig, ax, path, title)
 
 
 def plot_acc_vs_time(path: str | Path, rows: List[dict], title: str = "") -> Path:
@@ -513,12 +517,7 @@ def plot_acc_vs_time(path: str | Path, rows: List[dict], title: str = "") -> Pat
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: tick(v, _) if narrow else ""))
     ax.tick_params(axis="x", which="minor", labelsize=6)
     ax.set_xlabel("training time per run on this machine (log scale)")
-    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _finish_plot(fig, ax, path, title)
 
 
 def budget_text(rows: List[dict], base: Optional[dict] = None) -> str:

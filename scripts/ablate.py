@@ -41,9 +41,7 @@ VARIANTS = {
 }
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
+from gatedconv._cli import OneLineParser as _OneLineParser  # noqa: E402  (one-line argument errors)
 
 
 class AblationError(ValueError):

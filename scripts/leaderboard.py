@@ -38,9 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
+from gatedconv._cli import OneLineParser as _OneLineParser  # noqa: E402  (one-line argument errors)
 
 
 def parse_args(argv=None):
