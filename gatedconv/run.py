@@ -438,17 +438,17 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         Path(dump).mkdir(parents=True, exist_ok=True)
         torch.save(net.state_dict(), Path(dump) / f"rank{rank}.pt")
     final = dict(history.epochs[-1])
-    # the number a user gets back: load_model's view (normalisation inside, raw [0, 1] images, fp32), the same
-    # function scripts/evaluate.py uses; the per-epoch figures above ran in the training precision
-    import copy
-    previous = layers.set_compiled_combine(False)  # eager kernels and NCHW weights: exactly load_model's path
-    eval_net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
-    ref = evaluate_images(Normalized(eval_net, mean, std), data.test_x, data.test_y)
-    layers.set_compiled_combine(previous)
-    del eval_net
-    final["test_acc_fp32"], final["test_top5_fp32"] = ref["top1"], ref["top5"]
-    print_fn(f"test acc {ref['top1']:.4f} (fp32, as gatedconv.load_model sees it; top-5 {ref['top5']:.4f}) on "
-             f"{len(data.test_y)} {resolved['eval_split']} images")
+    if rank == 0:  # the replicas are identical: one process evaluates
+        # the number a user gets back: load_model's view (normalisation inside, raw [0, 1] images, fp32), the same
+        # function scripts/evaluate.py uses; the per-epoch figures above ran in the training precision
+        import copy
+        previous = layers.set_compiled_combine(False)  # eager kernels and NCHW weights: exactly load_model's path
+        eval_net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+        ref = evaluate_images(Normalized(eval_net, mean, std), data.test_x, data.test_y)
+        layers.set_compiled_combine(previous)
+        final["test_acc_fp32"], final["test_top5_fp32"] = ref["top1"], ref["top5"]
+        print_fn(f"test acc {ref['top1']:.4f} (fp32, as gatedconv.load_model sees it; top-5 {ref['top5']:.4f}) "
+                 f"on {len(data.test_y)} {resolved['eval_split']} images")
     if rank == 0:
         if cfg.figure_copy and Path(figure).exists():
             Path(cfg.figure_copy).mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ def evaluate(net: nn.Module, data_iter, device: str | torch.device = "auto", pre
             logits = net(x)
         logits = logits.float()
         l = loss(logits, y)
-        loss_sum += l if l.dim() == 0 and getattr(loss, "reduction", "sum") == "sum" else l.sum()
+        loss_sum += l.sum()  # a scalar for reduction="sum", per-example values for "none"
         kmax = min(max(topk), logits.shape[1])
         pred = logits.topk(kmax, dim=1).indices  # (B, kmax)
         hits = pred.eq(y[:, None])
