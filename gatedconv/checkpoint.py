@@ -42,6 +42,19 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def writable_dir_problem(out: Path) -> str | None:
+    """Create ``out`` (and its parents) and check a file can be written there: None when it can, else the
+    reason in a few words (for the caller's one-line error)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return str(e.strerror or e)
+    return None
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     state = dict(state, format=FORMAT)
     atomic_write_bytes(Path(path), lambda f: torch.save(state, f))

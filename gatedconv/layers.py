@@ -17,6 +17,10 @@ on the CPU for the input at hand (see ``scripts/bench_block.py`` and README):
 * ``"gemm"`` - all paths as ONE matrix multiply over unfolded patches (im2col) with ``P * C_out``
   outputs. Smaller kernels are zero-padded to the largest (exact for odd sizes). On small feature maps
   this avoids the convolution library's slow small-spatial kernels (especially in the backward pass).
+* ``"dense"`` - stride 1, tiny maps: the convolution written as ONE dense matrix from the whole input map
+  (H*W*C_in values) to all paths' outputs (H*W*P*C_out), gathered from the kernels (taps that fall off the
+  map are zeros). On a 2x2 map with a 3x3 kernel every tap lands on the map, so it costs exactly the
+  convolution's FLOPs, with no im2col/col2im copies; the backward is two plain GEMMs.
 * ``"fused"`` - all paths as ONE ``conv2d`` with ``P * C_out`` outputs, then the gated sum.
 * ``"stacked"`` - ``after_sum`` only: ``sum_p a_p (W_p * x) = [a_1 x, ..., a_P x] * [W_1 ... W_P]``, i.e. scale
   the input copies per sample and run one convolution with ``P * C_in`` input channels and ``C_out``
@@ -37,7 +41,7 @@ __all__ = ["Gate", "GatedConv2d", "Nth_Block", "set_compiled_combine", "GATE_TYP
 
 GATE_TYPES = ("relu", "softmax", "sigmoid", "constant")
 ACTIVATION_PLACEMENTS = ("per_path", "after_sum")
-IMPLEMENTATIONS = ("auto", "reference", "fused", "gemm", "stacked", "condconv")
+IMPLEMENTATIONS = ("auto", "reference", "fused", "gemm", "dense", "stacked", "condconv")
 
 # "auto" uses the im2col GEMM form for feature maps with at most this many pixels (H_out * W_out), for bf16
 # channels-last CPU tensors. Measured with scripts/bench_gemm.py on the 2-core AVX-512 CPU (one block, batch
@@ -45,6 +49,9 @@ IMPLEMENTATIONS = ("auto", "reference", "fused", "gemm", "stacked", "condconv")
 # 1.44x / 1.59x faster than the reference (oneDNN's bf16 backward is slow on tiny maps), 64->128 on 4x4
 # 1.08x / 1.14x, 32->64 on 8x8 0.43x / 0.45x (slower: not used there).
 GEMM_MAX_PIXELS = 16
+# ... and the dense form for maps of at most this many pixels (stride 1), where it wastes no FLOPs on
+# off-map taps (2x2 map, 3x3 kernel). Measured with scripts/bench_gemm.py (README, "Fast implementations").
+DENSE_MAX_PIXELS = 4
 
 
 def _gated_sum_per_path(ys: List[torch.Tensor], a: torch.Tensor) -> torch.Tensor:
@@ -128,6 +135,42 @@ def _check_kernel_sizes(kernel_sizes: Sequence[int]) -> tuple:
                 f"kernel_sizes must be odd positive ints (padding k//2 keeps the spatial size), got {ks}"
             )
     return ks
+
+
+class _DenseKernel(torch.autograd.Function):
+    """Kernels (P*C_out, C_in, K, K) -> the dense matrix of the stride-1 'same' convolution over an H x W map,
+    rows (input pixel, C_in), columns (output pixel, P*C_out).
+
+    Output pixel (oy, ox) reads input (iy, ix) through tap (iy - oy + K//2, ix - ox + K//2). With the kernel
+    zero-padded by H-1 / W-1 (off-kernel taps read zeros), an output pixel's taps over the whole map are one
+    H x W window of the padded kernel. Written as a Function because autograd's backward of H*W slices
+    materialises H*W full-size zero tensors; here the windows are summed into one padded gradient.
+    """
+
+    @staticmethod
+    def _starts(h: int, w: int, k: int):
+        return [(oy * w + ox, h - 1 + k // 2 - oy, w - 1 + k // 2 - ox) for oy in range(h) for ox in range(w)]
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        pc, c_in, k, _ = weight.shape
+        ctx.shape = (h, w, pc, c_in, k)
+        # (H_pad, W_pad, C_in, P*C_out): pixels outermost so every window copy moves whole (C_in, P*C_out) planes
+        wp = F.pad(weight, (w - 1, w - 1, h - 1, h - 1)).permute(2, 3, 1, 0).contiguous()
+        big = weight.new_empty(h, w, c_in, h * w, pc)  # (H_in, W_in, C_in, HW_out, P*C_out)
+        for o, sy, sx in _DenseKernel._starts(h, w, k):
+            big[:, :, :, o, :] = wp[sy:sy + h, sx:sx + w]
+        return big.view(h * w * c_in, h * w * pc)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, w, pc, c_in, k = ctx.shape
+        g = grad.reshape(h, w, c_in, h * w, pc)
+        gp = grad.new_zeros(k + 2 * (h - 1), k + 2 * (w - 1), c_in, pc)  # (H_pad, W_pad, C_in, P*C_out)
+        for o, sy, sx in _DenseKernel._starts(h, w, k):
+            gp[sy:sy + h, sx:sx + w] += g[:, :, :, o, :]
+        gw = gp[h - 1:h - 1 + k, w - 1:w - 1 + k].permute(3, 2, 0, 1).contiguous()  # (P*C_out, C_in, K, K)
+        return gw, None, None
 
 
 class GatedConv2d(nn.Module):
@@ -223,8 +266,10 @@ class GatedConv2d(nn.Module):
         # tensors (1.6x for the network); in fp32 or NCHW the unfold costs more than it saves
         bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
                                              and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-        if (equal and h * w <= GEMM_MAX_PIXELS and x.device.type == "cpu" and bf16
-                and x.is_contiguous(memory_format=torch.channels_last)):
+        fast_cpu = x.device.type == "cpu" and bf16 and x.is_contiguous(memory_format=torch.channels_last)
+        if fast_cpu and self.stride == 1 and h * w <= DENSE_MAX_PIXELS:
+            return "dense"
+        if fast_cpu and equal and h * w <= GEMM_MAX_PIXELS:
             return "gemm"
         return "reference"
 
@@ -236,7 +281,10 @@ class GatedConv2d(nn.Module):
         return self.act((y * a).sum(1))
 
     def _forward_reference(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        if _use_compiled and self.activation == "per_path" and isinstance(self.act, nn.ReLU):
+        # compiled only when training: the gain is the fused backward; in no-grad evaluation the eager sum is
+        # close, and compiling inference graphs (new batch sizes too) would only add start-up time
+        if (_use_compiled and torch.is_grad_enabled() and self.activation == "per_path"
+                and isinstance(self.act, nn.ReLU)):
             return _compiled_gated_sum([conv(x) for conv in self.paths], a)
         out = None
         for p, conv in enumerate(self.paths):
@@ -278,6 +326,30 @@ class GatedConv2d(nn.Module):
         # (B, L, C_out) -> (B, C_out, H', W') as a channels-last view (no copy)
         return out.view(bsz, h, wd, self.out_channels).permute(0, 3, 1, 2)
 
+    def _forward_dense(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            raise ValueError(f"impl='dense' needs stride 1, got {self.stride}")
+        w, b = self._stacked_weight()  # (P*C_out, C_in, K, K)
+        if torch.is_autocast_enabled(x.device.type):
+            w = w.to(torch.get_autocast_dtype(x.device.type))  # build the big matrix at half the bytes
+        bsz, c_in, h, wd = x.shape
+        pc, k = w.shape[0], w.shape[-1]
+        # output pixel (oy, ox) reads input (iy, ix) through tap (iy - oy + k//2, ix - ox + k//2): after padding
+        # the kernel by H-1 / W-1 (off-kernel taps are zeros), its taps over the whole map are one H x W window
+        big = _DenseKernel.apply(w, h, wd)  # (H*W*C_in, H*W*P*C_out)
+        xf = x.permute(0, 2, 3, 1).reshape(bsz, h * wd * c_in)  # (B, HW*C_in): a view when channels-last
+        if b is not None:
+            y = torch.addmm(b.repeat(h * wd), xf, big)  # (B, HW*P*C_out)
+        else:
+            y = xf @ big
+        y = y.view(bsz, h * wd, self.num_paths, self.out_channels)  # (B, L, P, C_out)
+        at = a.to(y.dtype)[:, None, :, None]  # (B, 1, P, 1)
+        if self.activation == "per_path":
+            out = (self.act(y) * at).sum(2)
+        else:
+            out = self.act((y * at).sum(2))
+        return out.view(bsz, h, wd, self.out_channels).permute(0, 3, 1, 2)  # channels-last (B, C_out, H, W)
+
     def _forward_stacked(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         kmax = max(self.kernel_sizes)
         w, b = self._stacked_weight()  # (P*C_out, C_in, K, K)
@@ -318,6 +390,8 @@ class GatedConv2d(nn.Module):
             out = self._forward_fused(x, a)
         elif impl == "gemm":
             out = self._forward_gemm(x, a)
+        elif impl == "dense":
+            out = self._forward_dense(x, a)
         elif impl == "stacked":
             out = self._forward_stacked(x, a)
         else:

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import layers
 from .checkpoint import (CHECKPOINT_NAME, CheckpointError, Normalized, atomic_write_bytes, evaluate_images,
-                         load_checkpoint, save_checkpoint)
+                         load_checkpoint, save_checkpoint, writable_dir_problem)
 from .data import DataError, TensorBatches, load_cifar10
 from .models import create_model, is_model, list_models
 from .train import History, NonFiniteLossError, TrainingInterrupted, resolve_device, resolve_precision, trainf
@@ -174,13 +174,9 @@ def _check_out_dir(out: Path, resume: bool) -> Optional[dict]:
         return None  # killed before its first checkpoint: start again
     if has_run or (out / CHECKPOINT_NAME).exists():
         raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise RunError(f"cannot write to output directory {out} ({e.strerror or e})") from None
+    problem = writable_dir_problem(out)
+    if problem:
+        raise RunError(f"cannot write to output directory {out} ({problem})")
     return None
 
 

@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--variants", default="all", help=f"comma list from: {', '.join(VARIANTS)} (default all)")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30, the original recipe)")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
+    p.add_argument("--control-seeds", default="",
+                   help="extra comma list of seeds for the control pair only (relu and constant, and any variant "
+                        "that is the same network), so the no-gating comparison gets more seeds than the grid")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (else $CIFAR10_DIR, else ./data)")
     p.add_argument("--out", default="runs/ablate", help="parent directory of the run directories")
     p.add_argument("--table", default=None, help="markdown table path (default OUT/ablation.md)")
@@ -85,6 +88,11 @@ def _parse(args):
     if not seeds:
         raise AblationError("--seeds names no seed")
     try:
+        control = [int(s) for s in args.control_seeds.split(",") if s.strip()]
+    except ValueError:
+        raise AblationError(f"--control-seeds must be a comma list of integers, got {args.control_seeds!r}") from None
+    control = [s for s in dict.fromkeys(control) if s not in seeds]
+    try:
         base = json.loads(args.base_kwargs)
         if not isinstance(base, dict):
             raise ValueError
@@ -99,7 +107,7 @@ def _parse(args):
         except (TypeError, ValueError) as e:
             raise AblationError(f"variant {v}: bad model kwargs {kw} ({e})") from None
         plan[v] = (kw, canon)
-    return names, seeds, plan
+    return names, seeds, control, plan
 
 
 def _run_config(args, kw: dict, seed: int, out: Path):
@@ -181,17 +189,20 @@ def main(argv=None) -> int:
     try:
         if args.epochs < 1:
             raise AblationError(f"--epochs must be a positive integer, got {args.epochs}")
-        names, seeds, plan = _parse(args)
+        names, seeds, control, plan = _parse(args)
         out = Path(args.out)
         owner = {}  # canonical config -> first variant with it
         for v in names:
             owner.setdefault(plan[v][1], v)
         results = {}  # owner variant -> list of per-seed results
         todo = [v for v in names if owner[plan[v][1]] == v]
-        print(f"ablation: {len(todo)} distinct variant(s) x {len(seeds)} seed(s), {args.epochs} epoch(s) each, under {out}")
+        control_owners = {owner[plan[v][1]] for v in ("relu", "constant") if v in plan}
+        print(f"ablation: {len(todo)} distinct variant(s) x {len(seeds)} seed(s)"
+              + (f" (+ seeds {','.join(map(str, control))} for {', '.join(sorted(control_owners))})" if control else "")
+              + f", {args.epochs} epoch(s) each, under {out}")
         for v in todo:
             results[v] = []
-            for s in seeds:
+            for s in seeds + (control if v in control_owners else []):
                 cfg = _run_config(args, plan[v][0], s, out / v / f"seed{s}")
                 print(f"--- {v} seed {s}: model_kwargs {json.dumps(plan[v][0])} -> {cfg.out}")
                 results[v].append(_train_or_reuse(cfg, print_fn))
@@ -214,11 +225,13 @@ def main(argv=None) -> int:
         rows.append({"variant": v, "same_as": own if own != v else None, "kwargs": VARIANTS[v][0],
                      "num_params": rs[0]["num_params"], "accs": accs, "acc_mean": statistics.fmean(accs),
                      "acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
-                     "seconds_mean": statistics.fmean(secs) if secs else None, "seeds": seeds})
+                     "seconds_mean": statistics.fmean(secs) if secs else None,
+                     "seeds": seeds + (control if own in control_owners else [])})
     split = next(iter(results.values()))[0]["eval_split"]
     overrides = [f"{k}={getattr(args, k)}" for k in ("batch_size", "eval_batch_size", "lr", "precision", "compile", "device")
                  if getattr(args, k) is not None]
-    budget = (f"{args.epochs} epoch(s) per run, seeds {','.join(map(str, seeds))}, "
+    budget = (f"{args.epochs} epoch(s) per run, seeds {','.join(map(str, seeds))}"
+              + (f" (control pair also {','.join(map(str, control))})" if control else "") + ", "
               f"evaluated on the {split}" + (" (first 1,000 images)" if args.first_1000 else "")
               + (f", base model kwargs {args.base_kwargs}" if json.loads(args.base_kwargs) else "")
               + (f", overrides {', '.join(overrides)}" if overrides else ""))

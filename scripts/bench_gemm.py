@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""One gated block, reference (one conv per path) vs the im2col GEMM form, at the default network's late-stage
-shapes: bf16 autocast, channels_last, forward + backward, the two forms alternating step by step.
+"""One gated block, reference (one conv per path) vs the im2col GEMM form vs the dense form, at the network's
+late-stage shapes: bf16 autocast, channels_last, forward + backward, the forms alternating step by step.
 
     python scripts/bench_gemm.py --batch-size 128 --steps 40
 
-Prints the median time per step of each and the median of the per-step ratios (reference / gemm; > 1 means the
-GEMM form is faster). This is what ``layers.GEMM_MAX_PIXELS`` is set from.
+Prints the median time per step of each form and the median of the per-step ratios (reference / form; > 1
+means the form is faster). ``layers.GEMM_MAX_PIXELS`` and ``layers.DENSE_MAX_PIXELS`` are set from this.
 """
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# (C_in, C_out, map size): blocks 3-5 of the default network (64->128 on 4x4, 128->256 on 2x2) and neighbours
+SHAPES = [(32, 64, 8), (64, 128, 4), (64, 192, 4), (128, 128, 2), (128, 256, 2), (192, 256, 2)]
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +30,7 @@ def main(argv=None) -> int:
     import torch
     from gatedconv.layers import GatedConv2d
 
-    for c_in, c_out, hw in [(32, 64, 8), (64, 128, 4), (128, 128, 2)]:
+    for c_in, c_out, hw in SHAPES:
         m = GatedConv2d(c_in, c_out).to(memory_format=torch.channels_last)
         x = torch.randn(args.batch_size, c_in, hw, hw).to(memory_format=torch.channels_last).requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -41,16 +44,18 @@ def main(argv=None) -> int:
             y.backward(g)
             return time.perf_counter() - t
 
-        for impl in ("reference", "gemm"):
+        forms = ("reference", "gemm", "dense")
+        for impl in forms:
             step(impl)
             step(impl)
-        ref, gemm = [], []
+        times = {impl: [] for impl in forms}
         for _ in range(args.steps):
-            ref.append(step("reference"))
-            gemm.append(step("gemm"))
-        ratio = statistics.median(a / b for a, b in zip(ref, gemm))
-        print(f"{c_in:3d}->{c_out:3d} on {hw}x{hw}: reference {1e3 * statistics.median(ref):6.2f} ms | gemm "
-              f"{1e3 * statistics.median(gemm):6.2f} ms | reference/gemm {ratio:.2f}x", flush=True)
+            for impl in forms:
+                times[impl].append(step(impl))
+        cells = [f"{impl} {1e3 * statistics.median(times[impl]):6.2f} ms" for impl in forms]
+        ratios = [f"reference/{impl} {statistics.median(a / b for a, b in zip(times['reference'], times[impl])):.2f}x"
+                  for impl in forms[1:]]
+        print(f"{c_in:3d}->{c_out:3d} on {hw}x{hw}: " + " | ".join(cells + ratios), flush=True)
     return 0
 
 

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     metrics = Path(args.run) / "metrics.csv"
     if metrics.exists():
         rows = list(csv.DictReader(open(metrics)))
-        if rows:
+        if rows and rows[-1].get("test_acc"):
             print(f"its last epoch reported test acc {float(rows[-1]['test_acc']):.4f} (evaluated in the training "
                   f"precision, e.g. bf16 autocast)")
     return 0

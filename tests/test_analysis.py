@@ -264,27 +264,36 @@ def test_analyze_gates_bad_input(tiny_run, tiny_cifar, tmp_path, monkeypatch, ca
 def test_ablation_variants_resolve_and_deduplicate():
     ab = _script("ablate")
     args = ab.parse_args(["--base-kwargs", json.dumps(TINY)])
-    names, seeds, plan = ab._parse(args)
-    assert names == list(ab.VARIANTS) and seeds == [0]
+    names, seeds, control, plan = ab._parse(args)
+    assert names == list(ab.VARIANTS) and seeds == [0] and control == []
     assert plan["relu"][1] == plan["paths3"][1] == plan["init_open"][1]  # same network: trained once
     assert len({c for _, c in plan.values()}) == len(names) - 2
     for v in names:
         create_model("gatedconv", **plan[v][0])  # every variant builds
     with pytest.raises(ab.AblationError, match="unknown variant"):
         ab._parse(ab.parse_args(["--variants", "relu,nope"]))
+    assert ab._parse(ab.parse_args(["--seeds", "0,1", "--control-seeds", "1,2,2"]))[2] == [2]  # seeds not repeated
+    with pytest.raises(ab.AblationError, match="control-seeds"):
+        ab._parse(ab.parse_args(["--control-seeds", "x"]))
 
 
 def test_ablation_smoke(tiny_cifar, tmp_path, capsys):
     ab = _script("ablate")
     out, table, fig = tmp_path / "abl", tmp_path / "abl.md", tmp_path / "figs" / "abl.png"
-    argv = ["--variants", "relu,constant", "--epochs", "1", "--seeds", "0", "--data-dir", str(tiny_cifar),
+    argv = ["--variants", "relu,constant,sigmoid", "--epochs", "1", "--seeds", "0", "--control-seeds", "1",
+            "--data-dir", str(tiny_cifar),
             "--out", str(out), "--table", str(table), "--figure", str(fig), "--base-kwargs", json.dumps(TINY),
             "--batch-size", "20", "--eval-batch-size", "50", "--precision", "fp32", "--compile", "off", "--quiet"]
     assert ab.main(argv) == 0, capsys.readouterr().err
     for v in ("relu", "constant"):
-        assert (out / v / "seed0" / "final.json").exists() and (out / v / "seed0" / "checkpoint.pt").exists()
-    rows = [l for l in table.read_text().splitlines() if l.startswith("| relu") or l.startswith("| constant")]
-    assert len(rows) == 2 and all("%" in r for r in rows)
+        for s in (0, 1):  # the control pair gets the extra seed
+            assert (out / v / f"seed{s}" / "final.json").exists() and (out / v / f"seed{s}" / "checkpoint.pt").exists()
+    assert (out / "sigmoid" / "seed0" / "final.json").exists() and not (out / "sigmoid" / "seed1").exists()
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")] for l in table.read_text().splitlines()
+            if l.startswith("| relu") or l.startswith("| constant") or l.startswith("| sigmoid")}
+    assert set(rows) == {"relu", "constant", "sigmoid"} and all("%" in r[4] for r in rows.values())
+    assert rows["relu"][5] == rows["constant"][5] == "2" and rows["sigmoid"][5] == "1"  # seeds column
+    assert "±" in rows["relu"][4] and "±" not in rows["sigmoid"][4]
     assert "1 epoch(s) per run" in table.read_text()
     assert _is_png(fig)
     # a second call reuses the finished runs

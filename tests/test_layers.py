@@ -89,7 +89,8 @@ def test_fast_implementations_equal_reference(b, c_in, c_out, h, w, stride, kern
     nn.init.constant_(m.gate.fc.bias, 0.5)  # keep ReLU gates open so every gradient path is exercised
     x = torch.randn(b, c_in, h, w)
     y0, gx0, gp0 = _grads(m, x, "reference")
-    impls = ["fused", "gemm"] + (["stacked", "condconv"] if activation == "after_sum" else [])
+    impls = ["fused", "gemm"] + (["dense"] if stride == 1 else [])
+    impls += ["stacked", "condconv"] if activation == "after_sum" else []
     for impl in impls:
         y, gx, gp = _grads(m, x, impl)
         assert torch.allclose(y, y0, atol=1e-9, rtol=1e-7), impl
@@ -105,6 +106,27 @@ def test_fast_forms_close_in_float32_and_channels_last():
     y_ref = m._forward_reference(x, m.gate(x))
     y_gemm = m._forward_gemm(x, m.gate(x))
     assert torch.allclose(y_ref, y_gemm, atol=1e-5)
+    y_dense = m._forward_dense(x, m.gate(x))
+    assert torch.allclose(y_ref, y_dense, atol=1e-5)
+    assert y_dense.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_dense_form_in_bf16_autocast_close_to_reference():
+    torch.manual_seed(2)
+    m = GatedConv2d(16, 8, kernel_sizes=(1, 3, 5)).to(memory_format=torch.channels_last)
+    x = torch.randn(6, 16, 2, 2).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.choose_impl(x) == "dense"
+        y_dense = m(x).float()
+        m.impl = "reference"
+        y_ref = m(x).float()
+    assert (y_dense - y_ref).abs().max() < 0.05 * y_ref.abs().max()
+
+
+def test_dense_form_needs_stride_one():
+    m = GatedConv2d(4, 4, stride=2, impl="dense")
+    with pytest.raises(ValueError, match="stride 1"):
+        m(torch.randn(1, 4, 2, 2))
 
 
 def test_auto_choice():
@@ -113,11 +135,14 @@ def test_auto_choice():
     assert m.choose_impl(torch.randn(1, 8, 32, 32)) == "reference"
     assert m.choose_impl(cl) == "reference"  # fp32: the GEMM form measured slower
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert m.choose_impl(cl) == "gemm"  # bf16, channels_last, small map: measured faster
+        assert m.choose_impl(cl) == "dense"  # bf16, channels_last, 2x2 map: the dense form measured fastest
         assert m.choose_impl(torch.randn(2, 8, 2, 2)) == "reference"  # NCHW
         assert m.choose_impl(torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)) == "gemm"
         assert m.choose_impl(torch.randn(2, 8, 16, 16).to(memory_format=torch.channels_last)) == "reference"
-        assert GatedConv2d(8, 8, kernel_sizes=(1, 3)).choose_impl(cl) == "reference"
+        assert GatedConv2d(8, 8, kernel_sizes=(1, 3)).choose_impl(cl) == "dense"  # mixed sizes are fine there
+        assert GatedConv2d(8, 8, stride=2).choose_impl(cl) == "gemm"  # dense needs stride 1
+        assert GatedConv2d(8, 8, kernel_sizes=(1, 3)).choose_impl(
+            torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)) == "reference"  # gemm: equal sizes only
 
 
 def test_compiled_combine_matches_eager():
