@@ -42,6 +42,10 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
 def writable_dir_problem(out: Path) -> str | None:
     """Create ``out`` (and its parents) and check a file can be written there: None when it can, else the
     reason in a few words (for the caller's one-line error)."""

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .checkpoint import CHECKPOINT_NAME, atomic_write_bytes, save_checkpoint, writable_dir_problem
+from .checkpoint import CHECKPOINT_NAME, atomic_write_text, save_checkpoint, writable_dir_problem
 from .data import CIFAR10
 from .models import create_model
 from .train import autocast_context, resolve_device, resolve_precision
@@ -482,9 +482,6 @@ def time_to_accuracy(series: Sequence[Sequence[float]], target: float = TARGET_A
     return None
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
 
 def _write_csv(path: Path, rows: List[dict]) -> None:
     buf = io.StringIO()
@@ -493,7 +490,7 @@ def _write_csv(path: Path, rows: List[dict]) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    _write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _prepare_out_dir(out: Path) -> None:
@@ -549,7 +546,7 @@ def speedrun(cfg: SpeedrunConfig, data: CIFAR10, seed: int, out_dir: Union[str, 
                 "autocast_dtype": str(amp), "train_examples": n_train, "test_examples": len(data.test_y),
                 "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "torch": torch.__version__,
                 "threads": torch.get_num_threads()}
-    _write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
+    atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
 
     # data to the device as uint8 (data loading: not timed)
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)
@@ -687,7 +684,7 @@ def speedrun(cfg: SpeedrunConfig, data: CIFAR10, seed: int, out_dir: Union[str, 
     })
     _write_csv(out / "metrics.csv", rows)
     results["wall_seconds"] = time.perf_counter() - wall0
-    _write_text(out / "final.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "final.json", json.dumps(results, indent=2) + "\n")
     return results
 
 

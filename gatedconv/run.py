@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from . import layers
-from .checkpoint import (CHECKPOINT_NAME, CheckpointError, Normalized, atomic_write_bytes, evaluate_images,
-                         load_checkpoint, save_checkpoint, writable_dir_problem)
+from .checkpoint import (CHECKPOINT_NAME, CheckpointError, Normalized, evaluate_images,
+                         atomic_write_text, load_checkpoint, save_checkpoint, writable_dir_problem)
 from .data import DataError, TensorBatches, load_cifar10
 from .models import create_model, is_model, list_models
 from .train import History, NonFiniteLossError, TrainingInterrupted, resolve_device, resolve_precision, trainf
@@ -127,10 +127,6 @@ def _dist_info() -> Tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
 def write_metrics_csv(path: Path, history: History) -> None:
     rows = history.epochs
     buf = io.StringIO()
@@ -140,7 +136,7 @@ def write_metrics_csv(path: Path, history: History) -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    _write_text_atomic(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _make_optimizer(cfg: RunConfig, net: nn.Module) -> torch.optim.Optimizer:
@@ -235,7 +231,7 @@ def cross_validate(cfg: RunConfig, folds: int = 5, print_fn=print) -> dict:
     mean, std = statistics.mean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
     summary = {"folds": folds, "accuracies": accs, "mean": mean, "std": std}
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(Path(cfg.out) / "cv.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(Path(cfg.out) / "cv.json", json.dumps(summary, indent=2) + "\n")
     print_fn(f"{folds}-fold cross-validation: {100 * mean:.2f}% +- {100 * std:.2f}")
     return summary
 
@@ -349,7 +345,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
                                     else "validation (5000 held out of train)" if cfg.validation
                                     else "official test set")})
     if rank == 0:
-        _write_text_atomic(out / "config.json", json.dumps(resolved, indent=2) + "\n")
+        atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
 
     def checkpoint(epoch_next: int, step: int, partial_state, hist: History, finished: bool = False) -> None:
         if rank != 0:
@@ -377,7 +373,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         if probe is not None:
             from .analysis import gate_epoch_stats
             hist.gates.append(dict(gate_epoch_stats(net, probe), epoch=epoch + 1))
-            _write_text_atomic(out / "gate_stats.json", json.dumps(hist.gates) + "\n")
+            atomic_write_text(out / "gate_stats.json", json.dumps(hist.gates) + "\n")
         if (epoch + 1) % cfg.ckpt_frequency == 0 or epoch + 1 == cfg.epochs:
             checkpoint(epoch + 1, 0, None, hist, finished=epoch + 1 == cfg.epochs)
 
@@ -450,5 +446,5 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
             Path(cfg.figure_copy).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(figure, Path(cfg.figure_copy) / f"curve_{out.name}.png")
         total_time = sum(r["seconds"] for r in history.epochs)
-        _write_text_atomic(out / "final.json", json.dumps({**final, "train_seconds": total_time}, indent=2) + "\n")
+        atomic_write_text(out / "final.json", json.dumps({**final, "train_seconds": total_time}, indent=2) + "\n")
     return final
