@@ -75,7 +75,7 @@ _NOT_IN_RECIPES = ("model", "seed", "out", "data_dir", "figure_copy", "validatio
 # Fields that must agree between an existing run directory and the wanted run before it is reused.
 _MUST_MATCH = ("model", "epochs", "seed", "model_kwargs", "batch_size", "lr", "weight_decay", "optimizer",
                "momentum", "schedule", "augment", "label_smoothing", "precision", "validation", "first_1000",
-               "cv_fold")
+               "cv_fold", "ema_decay")
 
 TOPK = (1, 3, 5)
 TOPK_NAME = "topk.json"

@@ -24,6 +24,7 @@ from . import layers
 from .checkpoint import (CHECKPOINT_NAME, CheckpointError, Normalized, evaluate_images,
                          atomic_write_text, load_checkpoint, save_checkpoint, writable_dir_problem)
 from .data import DataError, TensorBatches, load_cifar10
+from .ema import ModelEma
 from .models import create_model, is_model, list_models
 from .train import History, NonFiniteLossError, TrainingInterrupted, resolve_device, resolve_precision, trainf
 
@@ -52,6 +53,8 @@ class RunConfig:
     schedule: str = "none"
     augment: bool = True
     label_smoothing: float = 0.0
+    ema_decay: float = 0.999  # evaluate (and hand out) an average of the weights; 0 = the live weights
+    eval_raw: bool = False  # with EMA: also evaluate the live weights after every epoch
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
@@ -85,6 +88,8 @@ class RunConfig:
             raise RunError(f"--schedule must be none, cosine or onecycle, got {self.schedule!r}")
         if self.compile not in ("auto", "on", "off"):
             raise RunError(f"--compile must be auto, on or off, got {self.compile!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise RunError(f"--ema-decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise RunError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         try:
@@ -299,7 +304,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         if state.get("model_name") != cfg.model:
             raise RunError(f"{out}: checkpoint is of model {state.get('model_name')!r}, the run is {cfg.model!r}")
         try:
-            net.load_state_dict(state["model_state"])
+            net.load_state_dict(state.get("live_state", state["model_state"]))
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise RunError(f"{out / CHECKPOINT_NAME}: weights do not fit model {cfg.model!r} as configured ({first})") from None
@@ -314,6 +319,14 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
+    ema = None
+    if cfg.ema_decay > 0:  # the average starts from the (possibly resumed) live weights, on the device
+        ema = ModelEma(net, decay=cfg.ema_decay)
+        if state is not None and state.get("ema") is not None:
+            try:
+                ema.load_state_dict({**state["ema"], "module": state["model_state"]})
+            except Exception as e:
+                raise RunError(f"{out}: checkpoint weight average does not fit ({str(e).splitlines()[0]})") from None
     train_net = net
     if world > 1:
         if cfg.sync_bn:
@@ -350,8 +363,13 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
     def checkpoint(epoch_next: int, step: int, partial_state, hist: History, finished: bool = False) -> None:
         if rank != 0:
             return
+        # model_state is the model users get (load_model, evaluate.py): the weight average when there is one;
+        # live_state is what training continues from on --resume
+        extra = ({} if ema is None else
+                 {"live_state": net.state_dict(), "ema": {"updates": ema.updates, "decay": ema.decay}})
         save_checkpoint(out / CHECKPOINT_NAME, {
-            "model_name": cfg.model, "model_kwargs": cfg.model_kwargs, "model_state": net.state_dict(),
+            "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,
+            "model_state": (ema.module if ema is not None else net).state_dict(), **extra,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
             "rng": _rng_state(), "epoch": epoch_next, "step": step, "partial": partial_state,
             "history": hist.state_dict(), "config": resolved, "mean": mean, "std": std, "finished": finished,
@@ -412,7 +430,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
                          history=history, start_epoch=start_epoch, start_step=start_step, partial=partial,
                          on_epoch_end=on_epoch_end, should_stop=should_stop, metric_reduce=metric_reduce,
                          on_interrupt=lambda e, s, p, h: checkpoint(e, s, p, h), quiet=rank != 0,
-                         print_fn=print_fn)
+                         ema=ema, eval_raw=cfg.eval_raw, print_fn=print_fn)
     except TrainingInterrupted as e:
         raise RunInterrupted(f"interrupted (signal {stop['sig']}) at epoch {e.epoch + 1}, step {e.step}; checkpoint "
                              f"saved; resume with: python scripts/trainf.py --out {out} --resume") from None
@@ -435,12 +453,18 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         # function scripts/evaluate.py uses; the per-epoch figures above ran in the training precision
         import copy
         previous = layers.set_compiled_combine(False)  # eager kernels and NCHW weights: exactly load_model's path
-        eval_net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+        eval_net = copy.deepcopy(ema.module if ema is not None else net).to(memory_format=torch.contiguous_format)
         ref = evaluate_images(Normalized(eval_net, mean, std), data.test_x, data.test_y)
-        layers.set_compiled_combine(previous)
         final["test_acc_fp32"], final["test_top5_fp32"] = ref["top1"], ref["top5"]
-        print_fn(f"test acc {ref['top1']:.4f} (fp32, as gatedconv.load_model sees it; top-5 {ref['top5']:.4f}) "
-                 f"on {len(data.test_y)} {resolved['eval_split']} images")
+        what = f"weight average, decay {cfg.ema_decay}" if ema is not None else "live weights"
+        print_fn(f"test acc {ref['top1']:.4f} (fp32, {what}, as gatedconv.load_model sees it; top-5 "
+                 f"{ref['top5']:.4f}) on {len(data.test_y)} {resolved['eval_split']} images")
+        if ema is not None:  # the live weights too, so what the average buys is on record for every run
+            live = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+            raw = evaluate_images(Normalized(live, mean, std), data.test_x, data.test_y)
+            final["test_acc_raw_fp32"] = raw["top1"]
+            print_fn(f"test acc {raw['top1']:.4f} (fp32, live weights)")
+        layers.set_compiled_combine(previous)
     if rank == 0:
         if cfg.figure_copy and Path(figure).exists():
             Path(cfg.figure_copy).mkdir(parents=True, exist_ok=True)

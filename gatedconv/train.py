@@ -172,6 +172,8 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
            grad_scaler=None,
            metric_reduce: Optional[Callable[[list], list]] = None,
            topk=(1,),
+           ema=None,
+           eval_raw: bool = False,
            print_fn: Callable[[str], None] = print,
            quiet: bool = False) -> History:
     """Train ``net`` for ``num_epochs`` epochs and evaluate on ``test_iter`` after each epoch.
@@ -182,6 +184,8 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
     ``history`` continue an interrupted run; ``should_stop`` is polled after every step and, when true,
     ``on_interrupt(epoch, step, partial, history)`` runs and :class:`TrainingInterrupted` is raised.
     ``metric_reduce`` (multi-process runs) maps the local [loss_sum, correct, count] to the global sums.
+    ``ema`` (a :class:`~gatedconv.ema.ModelEma`) is updated after every optimiser step and is what the per-epoch
+    test figures evaluate; ``eval_raw`` also evaluates the live weights each epoch (``test_acc_raw``).
     Returns the :class:`History`.
     """
     device = resolve_device(device)
@@ -194,6 +198,11 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
     net.to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
+    base_net = getattr(net, "module", net) if isinstance(net, nn.parallel.DistributedDataParallel) else net
+    if ema is not None:
+        ema.module.to(device)
+        if channels_last:
+            ema.module.to(memory_format=torch.channels_last)
     own_animator = animator == "auto"
     if own_animator:
         animator = Animator(xlabel="epoch", xlim=[0, num_epochs], ylim=[0, 1.0],
@@ -247,6 +256,8 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
                 optimizer.step()
             if scheduler is not None and scheduler_per == "step":
                 scheduler.step()
+            if ema is not None:
+                ema.update(base_net)
             with torch.no_grad():
                 n = y.shape[0]
                 ld = l.detach()
@@ -286,13 +297,19 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
         total_examples += epoch_examples
         if scheduler is not None and scheduler_per == "epoch":
             scheduler.step()
-        test = evaluate(net, test_iter, device, precision, topk=topk, channels_last=channels_last)
+        test = evaluate(ema.module if ema is not None else net, test_iter, device, precision, topk=topk,
+                        channels_last=channels_last)
+        raw = {}
+        if ema is not None and eval_raw:
+            r = evaluate(net, test_iter, device, precision, channels_last=channels_last)
+            raw = {"test_loss_raw": r["loss"], "test_acc_raw": r["acc"]}
         ls, cs, ns = _reduced(metric, metric_reduce)
         row = {
             "epoch": epoch + 1, "step": (epoch + 1) * num_batches,
             "train_loss": ls / ns, "train_acc": cs / ns,
             "test_loss": test["loss"], "test_acc": test["acc"],
             **{f"test_top{k}": test[f"top{k}"] for k in topk if k != 1},
+            **raw,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": epoch_time, "examples_per_sec": epoch_examples / max(epoch_time, 1e-9),
         }
@@ -301,7 +318,9 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
             animator.add(epoch + 1, (None, None, test["acc"]))
         if not quiet:
             print_fn(f"epoch {epoch + 1:3d}/{num_epochs} | loss {row['train_loss']:.4f} | train acc "
-                     f"{row['train_acc']:.4f} | test acc {row['test_acc']:.4f} | {row['examples_per_sec']:.0f} "
+                     f"{row['train_acc']:.4f} | test acc {row['test_acc']:.4f}"
+                     + (f" (live weights {row['test_acc_raw']:.4f})" if raw else "")
+                     + f" | {row['examples_per_sec']:.0f} "
                      f"img/s | {epoch_time:.1f} s")
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)

@@ -67,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--compile", default=None, choices=["auto", "on", "off"])
     p.add_argument("--device", default=None)
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="weight average evaluated (default: the harness default; 0 = live weights, as every run "
+                        "made before the harness had the average)")
     p.add_argument("--validation", action="store_true", help="evaluate on 5,000 held-out training images")
     p.add_argument("--first-1000", action="store_true", help="train/test on the first 1,000 images only")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch lines")
@@ -113,7 +116,8 @@ def _parse(args):
 def _run_config(args, kw: dict, seed: int, out: Path):
     from gatedconv.run import RunConfig
 
-    extra = {k: getattr(args, k) for k in ("batch_size", "eval_batch_size", "lr", "precision", "compile", "device")
+    extra = {k: getattr(args, k) for k in ("batch_size", "eval_batch_size", "lr", "precision", "compile", "device",
+                                           "ema_decay")
              if getattr(args, k) is not None}
     return RunConfig(model="gatedconv", epochs=args.epochs, seed=seed, data_dir=args.data_dir, out=str(out),
                      model_kwargs=kw, validation=args.validation, first_1000=args.first_1000, figure_copy=None,
@@ -127,7 +131,8 @@ def _train_or_reuse(cfg, print_fn) -> dict:
     out = Path(cfg.out)
     if (out / "config.json").exists():
         saved = json.loads((out / "config.json").read_text())
-        for key in ("epochs", "seed", "model_kwargs", "validation", "first_1000"):
+        saved.setdefault("ema_decay", 0.0)  # runs from before the weight average evaluated the live weights
+        for key in ("epochs", "seed", "model_kwargs", "validation", "first_1000", "ema_decay"):
             if saved.get(key) != json.loads(json.dumps(getattr(cfg, key))):
                 raise AblationError(f"{out} holds a run with a different {key} ({saved.get(key)!r}, wanted "
                                     f"{getattr(cfg, key)!r}); use another --out")

@@ -35,6 +35,11 @@ def parse_args(argv=None):
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="turn off random crop (4 px) + horizontal flip")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay,
+                   help=f"evaluate and save an exponential moving average of the weights (default {d.ema_decay}; "
+                        "0 = the live weights, as the original)")
+    p.add_argument("--eval-raw", action="store_true",
+                   help="with the average: also evaluate the live weights after every epoch (costs one more pass)")
     p.add_argument("-d", "--device", default=d.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast dtype; auto = bf16 on CPUs/GPUs that support it")

@@ -299,3 +299,7 @@ def test_ablation_smoke(tiny_cifar, tmp_path, capsys):
     # a second call reuses the finished runs
     assert ab.main(argv) == 0
     assert table.read_text().count("| relu") == 1
+    capsys.readouterr()
+    # ... but not for a table that asks for the live weights: those runs evaluated the weight average
+    assert ab.main(argv + ["--ema-decay", "0"]) == 1
+    assert "different ema_decay" in capsys.readouterr().err

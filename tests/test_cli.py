@@ -92,6 +92,24 @@ def test_load_model_reproduces_reported_accuracy(finished_run, data_dir):
     assert p.returncode == 0 and f"test top-1 {final['test_acc_fp32']:.4f}" in p.stdout
 
 
+def test_checkpoint_holds_the_average_and_the_live_weights(finished_run, data_dir, tmp_path):
+    out, stdout, _ = finished_run
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["ema"]["decay"] == 0.999 and state["ema"]["updates"] == 3 * 10  # 200 images / batch 20, 3 epochs
+    differs = [k for k, v in state["model_state"].items()
+               if v.is_floating_point() and not torch.equal(v, state["live_state"][k])]
+    assert differs  # the model users get is the average, not the live weights
+    final = json.loads((out / "final.json").read_text())
+    assert 0 <= final["test_acc_raw_fp32"] <= 1 and "live weights" in stdout
+    # --ema-decay 0: the live weights are the model, as in the original recipe
+    p = run_cli(["--epochs", 1, "--data-dir", data_dir, "--out", tmp_path / "plain", "--ema-decay", 0, "--eval-raw",
+                 *FAST], tmp_path)
+    assert p.returncode == 0, p.stderr
+    plain = torch.load(tmp_path / "plain" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert "live_state" not in plain and "ema" not in plain
+    assert "test_acc_raw" not in _metrics(tmp_path / "plain")[0]
+
+
 def test_resume_of_finished_run_changes_nothing(finished_run):
     out, _, cwd = finished_run
     before = (out / "checkpoint.pt").read_bytes()
@@ -181,6 +199,7 @@ def test_wrong_shape_and_labels(tmp_path):
     (["--batch-size", "-4"], "--batch-size must be a positive integer"),
     (["--lr", "0"], "--lr must be positive"),
     (["--epochs", "two"], "invalid int value"),
+    (["--ema-decay", "1.0"], "--ema-decay must be in [0, 1)"),
 ])
 def test_bad_arguments(data_dir, tmp_path, args, needle):
     line = assert_one_line_error(run_cli(["--data-dir", data_dir, "--out", tmp_path / "r", *FAST, *args], tmp_path))
