@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-__all__ = ["Timer", "Accumulator", "Animator"]
+__all__ = ["Timer", "Accumulator", "Animator", "plot_run_metrics"]
 
 
 class Timer:
@@ -171,3 +171,44 @@ class Animator:
 
     def close(self) -> None:
         self._plt.close(self.fig)
+
+
+def plot_run_metrics(runs: Sequence[str | Path],
+                     columns: Sequence[str],
+                     path: str | Path,
+                     ylabel: str = "accuracy",
+                     title: Optional[str] = None) -> Path:
+    """Draw per-epoch ``columns`` of each run directory's ``metrics.csv`` against the epoch into one PNG (one
+    line per run and column, labelled ``run: column``). Raises ``ValueError`` (one line) for a run without
+    ``metrics.csv`` or a missing column. Returns the path written."""
+    import csv
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for run in runs:
+        f = Path(run) / "metrics.csv"
+        if not f.is_file():
+            raise ValueError(f"{run}: no metrics.csv (not a run directory?)")
+        with open(f) as fh:
+            rows = list(csv.DictReader(fh))
+        for col in columns:
+            if not rows or col not in rows[0]:
+                have = ", ".join(rows[0]) if rows else "nothing"
+                raise ValueError(f"{f}: no column {col!r} (it has: {have})")
+            ax.plot([float(r["epoch"]) for r in rows], [float(r[col]) for r in rows], marker=".",
+                    label=f"{Path(run).name}: {col}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

@@ -152,3 +152,26 @@ def test_evaluate_topk(tiny_cifar):
     _, te = _iters(tiny_cifar)
     r = evaluate(net, te, "cpu", "fp32", topk=(1, 3, 5))
     assert 0 <= r["top1"] <= r["top3"] <= r["top5"] <= 1 and r["acc"] == r["top1"]
+
+
+def test_plot_runs_draws_metrics_columns_and_rejects_missing_ones(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,test_acc,test_acc_raw\n1,0.5,0.4\n2,0.6,0.55\n")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "plot_runs.py"
+    out = tmp_path / "figs" / "p.png"
+    p = subprocess.run([sys.executable, str(script), str(run), "--columns", "test_acc,test_acc_raw", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for args, needle in (([str(run), "--columns", "nope"], "no column 'nope'"),
+                         ([str(tmp_path / "missing")], "no metrics.csv")):
+        p = subprocess.run([sys.executable, str(script), *args, "--out", str(tmp_path / "x.png")],
+                           capture_output=True, text=True)
+        assert p.returncode == 1 and "Traceback" not in p.stderr and needle in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
