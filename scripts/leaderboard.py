@@ -13,7 +13,8 @@ Finished runs (final.json) are reused and interrupted ones resumed, so the comma
 after a stop (or with more models/seeds added). A directory holding a run with another recipe is refused.
 
 Recipes. Models without one use the package default, which is the gatedconv network's original recipe (Adam,
-lr 1e-3, weight decay 1e-4, constant lr, batch 128). Built in:
+lr 1e-3, weight decay 1e-4, constant lr, batch 128), evaluated, like every harness run, through the
+weight average (--ema-decay, default 0.999; a recipe may set "ema_decay": 0). Built in:
   cnn_small     Adam lr 1e-4, weight decay 0.01, batch 128 (the original recipe).
   resnet        SGD lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4 (the original optimizer). DIFFERS from
                 the original in the schedule: cosine annealing over the budget, not ReduceLROnPlateau (not
