@@ -108,6 +108,24 @@ def test_vit_keywords(pool):
         create_model("vit", dim=30, heads=4)
 
 
+def test_vit_cpu_attention_equals_sdpa():
+    """On CPU the ViT's attention is written out (faster than the CPU flash kernel for short sequences); it must
+    be the same function as F.scaled_dot_product_attention, outputs and gradients."""
+    from einops import rearrange
+    from gatedconv.models.baselines import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(dim=24, heads=3)
+    x = torch.randn(2, 5, 24, requires_grad=True)
+    out = attn(x)
+    q, k, v = rearrange(attn.qkv(x), "b n (three h d) -> three b h n d", three=3, h=3)
+    ref = attn.proj(rearrange(torch.nn.functional.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)"))
+    torch.testing.assert_close(out, ref)
+    g_out, = torch.autograd.grad(out.square().sum(), x)
+    g_ref, = torch.autograd.grad(ref.square().sum(), x)
+    torch.testing.assert_close(g_out, g_ref)
+
+
 def test_previt_without_weights_is_one_clear_line():
     with pytest.raises(ValueError) as e:
         create_model("previt")
