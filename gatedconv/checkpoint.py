@@ -12,9 +12,10 @@ from torch import nn
 from .models import create_model, is_model
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "Normalized", "CHECKPOINT_NAME",
-           "evaluate_images"]
+           "evaluate_images", "BEST_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"  # --keep-best: the weights of the epoch with the lowest held-out loss
 FORMAT = "gatedconv-checkpoint-v1"
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import layers
-from .checkpoint import (CHECKPOINT_NAME, CheckpointError, Normalized, evaluate_images,
+from .checkpoint import (BEST_NAME, CHECKPOINT_NAME, CheckpointError, Normalized, evaluate_images, load_model,
                          atomic_write_text, load_checkpoint, save_checkpoint, writable_dir_problem)
 from .data import DataError, TensorBatches, load_cifar10
 from .ema import ModelEma
@@ -71,6 +71,7 @@ class RunConfig:
     figure_copy: Optional[str] = "figures"
     cv_fold: Optional[Tuple[int, int]] = None  # (k, K): evaluate on fold k of a K-fold split of the training set
     wandb: bool = False
+    keep_best: bool = False  # with a held-out split: also keep the weights of the lowest held-out loss (best.pt)
 
     def validate(self) -> None:
         if not is_model(self.model):
@@ -92,6 +93,9 @@ class RunConfig:
             raise RunError(f"--ema-decay must be in [0, 1) (0 turns the weight average off), got {self.ema_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise RunError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.keep_best and not (self.validation or self.cv_fold):
+            raise RunError("--keep-best selects the epoch by validation loss, so it needs --validation "
+                           "(the test set is never used for model selection)")
         try:
             resolve_precision(self.precision, resolve_device(self.device))
         except ValueError as e:
@@ -286,10 +290,12 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
 
     data = load_cifar10(cfg.data_dir)
     mean, std = data.mean_std()
+    official_test = (data.test_x, data.test_y)  # --keep-best reports its pick on these after training
     if cfg.cv_fold is not None:
         data = data.fold(int(cfg.cv_fold[0]), int(cfg.cv_fold[1]), seed=cfg.seed)
     elif cfg.validation:
-        data = data.split_validation(5000, seed=cfg.seed)
+        # 5,000 of CIFAR-10's 50,000 (a tenth of smaller training sets, e.g. the tests' tiny data)
+        data = data.split_validation(min(5000, len(data.train_y) // 10), seed=cfg.seed)
     if cfg.first_1000:
         data = data.subset(1000, 1000)
     if len(data.train_y) < cfg.batch_size:
@@ -335,6 +341,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
     opt = _make_optimizer(cfg, net)
     sched, sched_per = _make_scheduler(cfg, opt, len(train_iter))
     history, start_epoch, start_step, partial = History(), 0, 0, None
+    best: dict = {}  # --keep-best: {"epoch", "val_loss"} of the weights in best.pt
     if state is not None:
         try:
             opt.load_state_dict(state["optimizer"])
@@ -343,6 +350,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         except Exception as e:
             raise RunError(f"{out}: checkpoint optimizer state does not fit ({str(e).splitlines()[0]})") from None
         history = History.from_state_dict(state["history"])
+        best.update(state.get("best") or {})
         start_epoch, start_step, partial = state["epoch"], state["step"], state.get("partial")
         _set_rng_state(state["rng"])
 
@@ -355,7 +363,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
                      "num_params": num_params, "mean": mean, "std": std, "torch": torch.__version__,
                      "train_examples": len(data.train_y), "eval_examples": len(data.test_y),
                      "eval_split": (f"fold {cfg.cv_fold[0]} of {cfg.cv_fold[1]} of the training set" if cfg.cv_fold
-                                    else "validation (5000 held out of train)" if cfg.validation
+                                    else f"validation ({len(data.test_y)} held out of train)" if cfg.validation
                                     else "official test set")})
     if rank == 0:
         atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
@@ -373,6 +381,7 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
             "rng": _rng_state(), "epoch": epoch_next, "step": step, "partial": partial_state,
             "history": hist.state_dict(), "config": resolved, "mean": mean, "std": std, "finished": finished,
+            "best": dict(best),
         })
         write_metrics_csv(out / "metrics.csv", hist)
 
@@ -386,6 +395,16 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
     wb = _wandb_run(cfg, resolved, print_fn) if rank == 0 else None
 
     def on_epoch_end(epoch: int, hist: History) -> None:
+        val_loss = hist.epochs[-1]["test_loss"]  # the held-out split's loss (keep_best requires one)
+        if cfg.keep_best and rank == 0 and (not best or val_loss < best["val_loss"]):
+            # best.pt before checkpoint.pt: an interruption between the two leaves best.pt one epoch ahead of
+            # the record in checkpoint.pt, never behind it, and it still holds weights at least as good
+            best.update(epoch=epoch + 1, val_loss=val_loss)
+            save_checkpoint(out / BEST_NAME, {
+                "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,
+                "model_state": (ema.module if ema is not None else net).state_dict(),
+                "config": resolved, "mean": mean, "std": std, "epoch": epoch + 1, "val_loss": val_loss,
+            })
         if wb is not None:
             wb.log({k: v for k, v in hist.epochs[-1].items() if isinstance(v, (int, float))}, step=epoch + 1)
         if probe is not None:
@@ -464,6 +483,15 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
             raw = evaluate_images(Normalized(live, mean, std), data.test_x, data.test_y)
             final["test_acc_raw_fp32"] = raw["top1"]
             print_fn(f"test acc {raw['top1']:.4f} (fp32, live weights)")
+        if cfg.keep_best and best:
+            # the pick was made on the held-out split; its accuracy is reported on the official test set
+            best_net = load_model(out / BEST_NAME)
+            ref = evaluate_images(best_net, *official_test)
+            final.update(best_epoch=best["epoch"], best_val_loss=best["val_loss"],
+                         best_test_acc_fp32=ref["top1"], best_test_top5_fp32=ref["top5"])
+            print_fn(f"best epoch {best['epoch']} (validation loss {best['val_loss']:.4f}, kept in "
+                     f"{out / BEST_NAME}): test acc {ref['top1']:.4f}, top-5 {ref['top5']:.4f} on the "
+                     f"{len(official_test[1])} official test images")
         layers.set_compiled_combine(previous)
     if rank == 0:
         if cfg.figure_copy and Path(figure).exists():

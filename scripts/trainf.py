@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("-f", "--ckpt-frequency", type=int, default=d.ckpt_frequency, help="checkpoint every N epochs")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--validation", action="store_true", help="hold out 5,000 training images for evaluation")
+    p.add_argument("--keep-best", action="store_true",
+                   help="with --validation: also keep the weights of the epoch with the lowest validation loss in "
+                        "RUN/best.pt (gatedconv.load_model('RUN/best.pt')) and report their official test accuracy")
     p.add_argument("--first-1000", action="store_true", help="train/test on the first 1,000 images only")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")

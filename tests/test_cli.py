@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import gatedconv
+from gatedconv.checkpoint import evaluate_images
 from gatedconv.data import TensorBatches, load_cifar10
 
 from conftest import make_tiny_cifar
@@ -265,6 +266,36 @@ def test_cross_validation_and_short_flags(data_dir, tmp_path):
     assert cv["folds"] == 5 and len(cv["accuracies"]) == 5 and "5-fold cross-validation" in p.stdout
     cfg = json.loads((out / "fold2" / "config.json").read_text())
     assert cfg["eval_split"].startswith("fold 2 of 5") and cfg["eval_examples"] == 40 and cfg["lr"] == 0.003
+
+
+def test_keep_best_selects_on_validation_and_reports_test(data_dir, tmp_path):
+    out = tmp_path / "best"
+    # plain SGD at lr 0.5 without the average makes the held-out loss jump around (here: best at epoch 2 of 3),
+    # so the pick is not simply the last epoch
+    p = run_cli(["-e", "3", "--validation", "--keep-best", "--optimizer", "sgd", "-l", "0.5", "--ema-decay", "0",
+                 "--data-dir", data_dir, "--out", out, *FAST], tmp_path)
+    assert p.returncode == 0, p.stderr
+    final = json.loads((out / "final.json").read_text())
+    val_losses = [float(r["test_loss"]) for r in _metrics(out)]  # the held-out split's loss, per epoch
+    assert final["best_epoch"] == 1 + min(range(3), key=val_losses.__getitem__)
+    assert final["best_val_loss"] == pytest.approx(min(val_losses), rel=1e-5)
+    assert json.loads((out / "config.json").read_text())["eval_split"] == "validation (20 held out of train)"
+    best = torch.load(out / "best.pt", weights_only=False)
+    assert best["epoch"] == final["best_epoch"]
+    last = _weights(out)
+    same = all(torch.equal(best["model_state"][k], last[k]) for k in last)
+    assert same == (final["best_epoch"] == 3)
+    # the reported accuracy is best.pt's on the official test set (not the validation split it was picked on)
+    data = load_cifar10(data_dir)
+    ref = evaluate_images(gatedconv.load_model(out / "best.pt"), data.test_x, data.test_y)
+    assert final["best_test_acc_fp32"] == ref["top1"] and len(data.test_y) == 40
+    assert f"best epoch {final['best_epoch']}" in p.stdout
+
+
+def test_keep_best_needs_a_validation_split(data_dir, tmp_path):
+    line = assert_one_line_error(run_cli(["--keep-best", "--data-dir", data_dir, "--out", tmp_path / "r", *FAST],
+                                         tmp_path))
+    assert "--keep-best" in line and "--validation" in line
 
 
 def test_wandb_flag_is_optional(data_dir, tmp_path):
