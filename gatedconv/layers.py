@@ -63,20 +63,33 @@ def _gated_sum_per_path(ys: List[torch.Tensor], a: torch.Tensor) -> torch.Tensor
     return out
 
 
+def _gated_sum(ys: List[torch.Tensor], a: torch.Tensor) -> torch.Tensor:
+    """sum_p a[:, p] * ys[p] (the ``after_sum`` placement; the caller applies the activation)."""
+    out = None
+    for p, y in enumerate(ys):
+        term = a[:, p, None, None, None].to(y.dtype) * y
+        out = term if out is None else out + term
+    return out
+
+
 _compiled_gated_sum = None
+_compiled_gated_sum_after = None
 _use_compiled = False
 
 
 def set_compiled_combine(enabled: bool = True) -> bool:
-    """Compile the ReLU gated sum of the reference form with ``torch.compile`` (one fused elementwise kernel
-    for forward and one for backward instead of ~4 memory passes per path). Measured ~10% faster end to end
-    for the five-block network on the 2-core CPU (README, "Fast implementations"); first calls pay ~5 s of
+    """Compile the gated sum of the reference form with ``torch.compile`` (one fused elementwise kernel for
+    forward and one for backward instead of ~4 memory passes per path): per-path ReLU (the original) and
+    ``after_sum`` (the activation then runs eagerly). Measured ~10% faster end to end for the five-block
+    network on the 2-core CPU (README, "Fast implementations"; ``scripts/bench_fast.py`` for the fast recipe's
+    network); first calls pay ~5 s of
     compilation per feature-map shape. Returns the previous setting. Falls back to eager if compilation fails.
     """
-    global _compiled_gated_sum, _use_compiled
+    global _compiled_gated_sum, _compiled_gated_sum_after, _use_compiled
     previous = _use_compiled
     if enabled and _compiled_gated_sum is None:
         _compiled_gated_sum = torch.compile(_gated_sum_per_path)
+        _compiled_gated_sum_after = torch.compile(_gated_sum)
     _use_compiled = bool(enabled)
     return previous
 
@@ -285,9 +298,11 @@ class GatedConv2d(nn.Module):
         # close, and compiling inference graphs (new batch sizes too) would only add start-up time. Only for
         # gates that learn: with a constant gate (no gradient into ``a``) the compiled kernels ran ~2x slower
         # end to end than eager (600 vs 1,200 img/s in the 5-epoch ablation, profile in the session-2 notes)
-        if (_use_compiled and torch.is_grad_enabled() and a.requires_grad and self.activation == "per_path"
-                and isinstance(self.act, nn.ReLU)):
-            return _compiled_gated_sum([conv(x) for conv in self.paths], a)
+        if _use_compiled and torch.is_grad_enabled() and a.requires_grad:
+            if self.activation == "per_path" and isinstance(self.act, nn.ReLU):
+                return _compiled_gated_sum([conv(x) for conv in self.paths], a)
+            if self.activation == "after_sum":
+                return self.act(_compiled_gated_sum_after([conv(x) for conv in self.paths], a))
         out = None
         for p, conv in enumerate(self.paths):
             y = conv(x)
@@ -369,7 +384,7 @@ class GatedConv2d(nn.Module):
         kmax = max(self.kernel_sizes)
         w, b = self._stacked_weight()
         bsz = x.shape[0]
-        wp = w.view(self.num_paths, -1)  # (P, C_out*C_in*K*K)
+        wp = w.reshape(self.num_paths, -1)  # (P, C_out*C_in*K*K); reshape: channels-last weights are not views
         wb = (a.to(wp.dtype) @ wp).view(bsz * self.out_channels, self.in_channels, kmax, kmax)  # per-sample kernels
         y = F.conv2d(
             x.reshape(1, bsz * self.in_channels, *x.shape[2:]), wb, None,

@@ -351,6 +351,9 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
             raise RunError(f"{out}: checkpoint optimizer state does not fit ({str(e).splitlines()[0]})") from None
         history = History.from_state_dict(state["history"])
         best.update(state.get("best") or {})
+        if cfg.keep_best and rank == 0 and (out / BEST_NAME).exists():  # best.pt is written first: it wins
+            kept = load_checkpoint(out / BEST_NAME)
+            best.update(epoch=kept["epoch"], val_loss=kept["val_loss"])
         start_epoch, start_step, partial = state["epoch"], state["step"], state.get("partial")
         _set_rng_state(state["rng"])
 
@@ -397,8 +400,8 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
     def on_epoch_end(epoch: int, hist: History) -> None:
         val_loss = hist.epochs[-1]["test_loss"]  # the held-out split's loss (keep_best requires one)
         if cfg.keep_best and rank == 0 and (not best or val_loss < best["val_loss"]):
-            # best.pt before checkpoint.pt: an interruption between the two leaves best.pt one epoch ahead of
-            # the record in checkpoint.pt, never behind it, and it still holds weights at least as good
+            # best.pt before checkpoint.pt, and --resume reads the record back from best.pt itself: a stop
+            # between the two writes cannot make the run forget a better epoch
             best.update(epoch=epoch + 1, val_loss=val_loss)
             save_checkpoint(out / BEST_NAME, {
                 "model_name": cfg.model, "model_kwargs": cfg.model_kwargs,

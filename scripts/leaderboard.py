@@ -86,6 +86,8 @@ def _models(spec: str):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from gatedconv.malloc import keep_freed_memory
+    keep_freed_memory()  # big activations reuse heap memory instead of faulting in fresh pages (gatedconv/malloc.py)
     from gatedconv import leaderboard as lb
     from gatedconv.checkpoint import CheckpointError
     from gatedconv.data import DataError

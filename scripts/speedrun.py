@@ -72,6 +72,8 @@ def parse_args(argv=None):
                    help="autocast dtype (default auto: bf16 where the hardware has it; fp16 on CUDA only)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward (timed)")
+    p.add_argument("--no-compile-sum", dest="compile_sum", action="store_false",
+                   help="keep the gated sums eager (default: torch.compile them, compile time timed)")
     p.add_argument("--no-flops", dest="measure_flops", action="store_false", help="skip the efficiency measurement")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress on stderr")
     return p.parse_args(argv)
@@ -79,6 +81,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from gatedconv.malloc import keep_freed_memory
+    keep_freed_memory()  # big activations reuse heap memory instead of faulting in fresh pages (gatedconv/malloc.py)
     from gatedconv.data import DataError, load_cifar10
     from gatedconv.fast import (SpeedrunConfig, SpeedrunError, format_seed_line, format_summary_line,
                                 plot_time_to_accuracy, speedrun, summarize)
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
         whiten=args.whiten, ema=args.ema, flip=args.flip, translate=args.translate,
         whiten_images=args.whiten_images, eval_every_epoch=args.eval_every_epoch, model_kwargs=kw,
         device=args.device, precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-        measure_flops=args.measure_flops,
+        compile_sum=args.compile_sum, measure_flops=args.measure_flops,
     )
     out = Path(args.out or f"runs/speedrun-{time.strftime('%Y%m%d-%H%M%S')}")
     progress = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, file=sys.stderr, flush=True))

@@ -69,6 +69,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from gatedconv.malloc import keep_freed_memory
+    keep_freed_memory()  # big activations reuse heap memory instead of faulting in fresh pages (gatedconv/malloc.py)
     from gatedconv.checkpoint import CheckpointError
     from gatedconv.data import DataError
     from gatedconv.run import RunConfig, RunError, RunInterrupted, cross_validate, run_training

@@ -109,6 +109,11 @@ def test_fast_forms_close_in_float32_and_channels_last():
     y_dense = m._forward_dense(x, m.gate(x))
     assert torch.allclose(y_ref, y_dense, atol=1e-5)
     assert y_dense.is_contiguous(memory_format=torch.channels_last)
+    # the after_sum-only forms with channels-last weights (their kernel reshapes must not assume NCHW strides)
+    m = GatedConv2d(8, 16, kernel_sizes=(3, 1), activation="after_sum").to(memory_format=torch.channels_last)
+    y_ref = m._forward_reference(x, m.gate(x))
+    for form in (m._forward_stacked, m._forward_condconv):
+        assert torch.allclose(y_ref, form(x, m.gate(x)), atol=1e-5)
 
 
 def test_dense_form_in_bf16_autocast_close_to_reference():
@@ -145,17 +150,22 @@ def test_auto_choice():
             torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)) == "reference"  # gemm: equal sizes only
 
 
-def test_compiled_combine_matches_eager():
+@pytest.mark.parametrize("activation", L.ACTIVATION_PLACEMENTS)
+def test_compiled_combine_matches_eager(activation):
     torch.manual_seed(0)
-    m = GatedConv2d(3, 4, impl="reference")
+    m = GatedConv2d(3, 4, kernel_sizes=(3, 1), activation=activation, impl="reference")
     x = torch.randn(2, 3, 6, 6)
     y0 = m(x)
+    g0 = torch.autograd.grad(y0.square().sum(), list(m.parameters()))
     prev = L.set_compiled_combine(True)
     try:
         y1 = m(x)
+        g1 = torch.autograd.grad(y1.square().sum(), list(m.parameters()))
     finally:
         L.set_compiled_combine(prev)
     assert torch.allclose(y0, y1, atol=1e-5)
+    for a, b in zip(g0, g1):
+        assert torch.allclose(a, b, atol=1e-4)
 
 
 @pytest.mark.parametrize("activation", L.ACTIVATION_PLACEMENTS)
