@@ -2,10 +2,10 @@
 
 Why: glibc serves every allocation above its mmap threshold (which never exceeds 32 MB) with fresh pages from
 the kernel and unmaps them on free. A batch-1024 training step of the fast recipe's network allocates and frees
-dozens of activations of ~60-130 MB, so every step faults ~600,000 new 4 KiB pages in and zeroes them: measured
-on this 2-core CPU (``gatedconv_fast``, batch 1024, bf16, one step = forward + backward + SGD):
-~1.6 s of kernel (sys) time per step and 4.0-4.3 s per step, against 0 faults and 3.4-3.7 s per step with
-:func:`keep_freed_memory` (interleaved runs; README, "A fast recipe"). PyTorch's CPU allocator is plain
+dozens of activations of ~60-130 MB, so every step faults ~600,000 new 4 KiB pages in and zeroes them. Measured
+on this 2-core CPU with ``scripts/bench_malloc.py`` (``gatedconv_fast``, batch 1024, bf16, forward + backward +
+SGD; README, "A fast recipe"): 580,000-640,000 page faults and 1.4-1.5 s of kernel time per step by default,
+1.33x the step time with :func:`keep_freed_memory` (which brought the faults to 2,600-30,000). PyTorch's CPU allocator is plain
 malloc/free, so this is the knob: serve big blocks from the heap (``M_MMAP_MAX = 0``) and never give freed
 heap back to the kernel (``M_TRIM_THRESHOLD`` at its maximum). The cost: the process keeps its peak memory.
 

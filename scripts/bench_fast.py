@@ -40,7 +40,12 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--model-kwargs", default="{}", help="gatedconv_fast keywords (JSON), e.g. '{\"widths\": [64, 128, 128]}'")
     p.add_argument("--profile", action="store_true", help="print the top operators of plain and gated")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc malloc as it is (default: gatedconv.malloc.keep_freed_memory, as the scripts)")
     args = p.parse_args(argv)
+    if not args.default_malloc:
+        from gatedconv.malloc import keep_freed_memory
+        keep_freed_memory()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:

@@ -50,8 +50,8 @@ def parse_args(argv=None):
                    help=f"comma list of registered models, 'default' ({', '.join(DEFAULT_MODELS)}) or 'all' "
                         "(every registered model; previt then needs a weights file via --recipes)")
     p.add_argument("--epochs", type=int, default=5,
-                   help="epochs per run (default 5: the default set in roughly 2.5 h on a 2-core CPU, an estimate "
-                        "from the models' compute; a recipe may override it)")
+                   help="epochs per run (default 5: the default set took 70 min with one seed on the 2-core CPU "
+                        "of README's leaderboard; a recipe may override it)")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (else $CIFAR10_DIR, else ./data)")
     p.add_argument("--out", default="runs/leaderboard", help="parent of the run directories OUT/<model>/seed<S>")
