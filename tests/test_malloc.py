@@ -13,8 +13,8 @@ PROBE = "from gatedconv.malloc import keep_freed_memory as k; print(k(), k())"
 
 
 def _run(env_extra):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **env_extra)
-    env.pop("GATEDCONV_MALLOC", None) if "GATEDCONV_MALLOC" not in env_extra else None
+    env = {k: v for k, v in os.environ.items() if k != "GATEDCONV_MALLOC"}
+    env.update(PYTHONPATH=str(ROOT), **env_extra)
     return subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60)
 
 
