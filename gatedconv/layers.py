@@ -30,7 +30,7 @@ on the CPU for the input at hand (see ``scripts/bench_block.py`` and README):
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Type
+from typing import Iterable, List, Optional, Sequence, Type
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +63,8 @@ def _gated_sum_per_path(ys: List[torch.Tensor], a: torch.Tensor) -> torch.Tensor
     return out
 
 
-def _gated_sum(ys: List[torch.Tensor], a: torch.Tensor) -> torch.Tensor:
-    """sum_p a[:, p] * ys[p] (the ``after_sum`` placement; the caller applies the activation)."""
+def _gated_sum(ys: Iterable[torch.Tensor], a: torch.Tensor) -> torch.Tensor:
+    """sum_p a[:, p] * ys[p] over (B, C, H, W) path outputs and gates a (B, P); activations are the caller's."""
     out = None
     for p, y in enumerate(ys):
         term = a[:, p, None, None, None].to(y.dtype) * y
@@ -303,14 +303,10 @@ class GatedConv2d(nn.Module):
                 return _compiled_gated_sum([conv(x) for conv in self.paths], a)
             if self.activation == "after_sum":
                 return self.act(_compiled_gated_sum_after([conv(x) for conv in self.paths], a))
-        out = None
-        for p, conv in enumerate(self.paths):
-            y = conv(x)
-            if self.activation == "per_path":
-                y = self.act(y)
-            term = a[:, p, None, None, None].to(y.dtype) * y
-            out = term if out is None else out + term
-        return out if self.activation == "per_path" else self.act(out)
+        # eager: a generator, so each path's output is summed in and freed before the next path runs
+        if self.activation == "per_path":
+            return _gated_sum((self.act(conv(x)) for conv in self.paths), a)
+        return self.act(_gated_sum((conv(x) for conv in self.paths), a))
 
     def _forward_fused(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         w, b = self._stacked_weight()
