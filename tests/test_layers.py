@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, strategies as st
 from torch import nn
 
@@ -186,6 +187,26 @@ def test_records_last_gates():
     m.record_gates = True
     m(torch.randn(5, 3, 8, 8))
     assert m.last_gates.shape == (5, 3) and not m.last_gates.requires_grad
+
+
+@pytest.mark.parametrize("activation", L.ACTIVATION_PLACEMENTS)
+@pytest.mark.parametrize("gate", L.GATE_TYPES)
+def test_one_path_block_is_its_convolution(activation, gate):
+    # a softmax / constant gate over one path is 1: the block skips the gate and equals act(conv(x)) exactly;
+    # relu / sigmoid gates over one path still scale the output per sample and must not take the shortcut
+    torch.manual_seed(0)
+    m = GatedConv2d(3, 4, kernel_sizes=(3,), activation=activation, gate=gate)
+    nn.init.constant_(m.gate.fc.bias, 0.3)
+    x = torch.randn(2, 3, 6, 6)
+    y = m(x)
+    plain = F.relu(m.paths[0](x))
+    y_gated, a = m(x, return_gates=True)  # asking for the gates takes the full path
+    assert torch.equal(y, y_gated)
+    if gate in ("softmax", "constant"):
+        assert torch.equal(y, plain) and torch.equal(a, torch.ones(2, 1))
+    else:
+        assert not torch.allclose(y, plain)
+        assert torch.allclose(y, a[:, :, None, None] * plain)  # ReLU(a * conv) = a * ReLU(conv) for a >= 0
 
 
 @pytest.mark.parametrize("bad, match", [
