@@ -121,6 +121,11 @@ class Gate(nn.Module):
         self.gate = gate
         self.temperature = float(temperature)
         self.fc = nn.Linear(in_channels, num_paths)
+        if gate == "constant" or (gate == "softmax" and num_paths == 1):
+            # weights that cannot change the output do not train: the constant gate ignores its input and a
+            # softmax over one path is identically 1. Frozen, DistributedDataParallel does not wait for their
+            # gradients (it raised "parameters that were not used in producing loss" on the 2nd step)
+            self.fc.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate == "constant":

@@ -178,7 +178,9 @@ def test_every_parameter_gets_a_gradient(activation, gate):
     m(torch.randn(3, 3, 7, 7)).square().sum().backward()
     for n, p in m.named_parameters():
         if gate == "constant" and n.startswith("gate."):
-            continue  # the constant gate has no input-dependent weights by design
+            # the constant gate has no input-dependent weights by design: frozen, so that DDP does not wait
+            assert not p.requires_grad and p.grad is None, n
+            continue
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
 
 
@@ -202,6 +204,10 @@ def test_one_path_block_is_its_convolution(activation, gate):
     plain = F.relu(m.paths[0](x))
     y_gated, a = m(x, return_gates=True)  # asking for the gates takes the full path
     assert torch.equal(y, y_gated)
+    y.sum().backward()
+    # every trainable weight gets a gradient (what DistributedDataParallel needs); the trivial gates' do not train
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+    assert m.gate.fc.weight.requires_grad == (gate in ("relu", "sigmoid"))
     if gate in ("softmax", "constant"):
         assert torch.equal(y, plain) and torch.equal(a, torch.ones(2, 1))
     else:
