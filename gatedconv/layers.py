@@ -121,11 +121,16 @@ class Gate(nn.Module):
         self.gate = gate
         self.temperature = float(temperature)
         self.fc = nn.Linear(in_channels, num_paths)
-        if gate == "constant" or (gate == "softmax" and num_paths == 1):
+        if gate == "constant" or self.is_one:
             # weights that cannot change the output do not train: the constant gate ignores its input and a
             # softmax over one path is identically 1. Frozen, DistributedDataParallel does not wait for their
             # gradients (it raised "parameters that were not used in producing loss" on the 2nd step)
             self.fc.requires_grad_(False)
+
+    @property
+    def is_one(self) -> bool:
+        """True when the gate is identically 1 whatever the input: a softmax or constant gate over one path."""
+        return self.num_paths == 1 and self.gate in ("softmax", "constant")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate == "constant":
@@ -398,7 +403,7 @@ class GatedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, return_gates: bool = False):
         self._check_input(x)
-        if self.num_paths == 1 and self.gate.gate in ("softmax", "constant") and not (return_gates or self.record_gates):
+        if self.gate.is_one and not (return_gates or self.record_gates):
             # a softmax or constant gate over one path is identically 1, so the block is its convolution: skip the
             # gate and the multiply by 1 (an extra pass over the output each way), so a one-path network costs
             # exactly its plain convolutions (the speedrun's airbench94 reference, `--paths 3`)
