@@ -560,3 +560,37 @@ def test_cli_bad_input_gives_one_line(cli_run, tmp_path):
     line = assert_one_line_error(run_cli(["--data-dir", data_dir, "--out", tmp_path / "o2", "--batch-size", 100000],
                                          tmp_path))
     assert "exceeds" in line
+
+
+def test_speedrun_table_reads_the_runs(cli_run, tmp_path):
+    """scripts/speedrun_table.py: means over seeds from final.json, same-seed differences, the changed knobs."""
+    import shutil
+    cwd, _, _, _ = cli_run
+    out = cwd / "out"
+    finals = {s: json.loads((out / f"seed{s}" / "final.json").read_text()) for s in (0, 1)}
+    # a one-seed "ablation" of seed 1: another label smoothing, accuracy moved by a known amount
+    abl = tmp_path / "abl_ls" / "seed1"
+    shutil.copytree(out / "seed1", abl)
+    cfg = json.loads((abl / "config.json").read_text())
+    cfg["speedrun"]["label_smoothing"] = 0.0
+    (abl / "config.json").write_text(json.dumps(cfg))
+    final = dict(finals[1], acc_tta=finals[1]["acc_tta"] - 0.0125, acc=finals[1]["acc"] + 0.005)
+    (abl / "final.json").write_text(json.dumps(final))
+    script = ROOT / "scripts" / "speedrun_table.py"
+    p = subprocess.run([sys.executable, str(script), str(out), str(abl.parent), "--baseline", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| run |")
+    base_row = [c.strip() for c in lines[2].strip("|").split("|")]
+    tta = [100 * finals[s]["acc_tta"] for s in (0, 1)]
+    mean, std = sum(tta) / 2, abs(tta[0] - tta[1]) / 2 ** 0.5
+    assert base_row[:4] == ["out", "(baseline)", "0,1", f"{mean:.2f} ± {std:.2f}"]
+    assert base_row[5] == "+0.00 (+0.00)"
+    abl_row = [c.strip() for c in lines[3].strip("|").split("|")]
+    # compared with the baseline's seed 1 only, not with its mean
+    assert abl_row[:3] == ["abl_ls", "label_smoothing=0.0", "1"] and abl_row[5] == "-1.25 (+0.50)"
+    assert abl_row[7] == f"{finals[1]['train_seconds'] / finals[1]['steps']:.2f}"
+    (tmp_path / "empty").mkdir()
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "empty")], capture_output=True, text=True)
+    assert p.returncode == 1 and "no finished run" in p.stderr and "Traceback" not in p.stderr
