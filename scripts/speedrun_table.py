@@ -8,8 +8,8 @@ A row per folder: what its config changes against the baseline's, the seeds, tes
 without (mean +- std over the seeds), the difference to the baseline on the *same* seeds (so a one-seed
 ablation is compared with the baseline's run of that seed, not with its mean), seconds per run and per
 training step, the training FLOP/s as a share of the bf16 matmul peak measured in the same process (the speed
-figure that compares across days on a host whose speed moves), and the time to the run's target accuracy. Reads JSON only (no torch), so it can run beside a
-timed job.
+figure that compares across days on a host whose speed moves), and the time to the run's target accuracy. It
+only reads JSON (a few seconds, mostly importing the package), so it can run beside a timed job.
 """
 from __future__ import annotations
 
@@ -49,7 +49,6 @@ def _flat(config: dict) -> dict:
 
 def changes(config: dict, base: dict) -> str:
     a, b = _flat(config), _flat(base)
-    # device / precision / evaluation cadence do not change what is learned; epochs is shown when it differs
     diff = [f"{k}={a.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return ", ".join(diff) if diff else "(baseline)"
 
@@ -64,8 +63,7 @@ def _pm(values: list, scale: float = 1.0, fmt: str = "{:.2f}") -> str:
 def row(name: str, runs: dict, base: dict | None) -> list:
     seeds = sorted(runs)
     finals = [runs[s][0] for s in seeds]
-    cells = [name]
-    cells.append(changes(runs[seeds[0]][1], base[min(base)][1]) if base else "")
+    cells = [name] + ([changes(runs[seeds[0]][1], base[min(base)][1])] if base else [])
     cells.append(",".join(map(str, seeds)))
     cells.append(_pm([f["acc_tta"] for f in finals], 100))
     cells.append(_pm([f["acc"] for f in finals], 100))
@@ -99,13 +97,9 @@ def main(argv=None) -> int:
     except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    head = ["run", "changed against the baseline", "seeds", "test acc % with TTA", "without TTA"]
-    if base:
-        head.append("vs baseline, same seeds: with TTA (without)")
+    head = ["run"] + (["changed against the baseline"] if base else []) + ["seeds", "test acc % with TTA", "without TTA"]
+    head += (["vs baseline, same seeds: with TTA (without)"] if base else [])
     head += ["s per run", "s per step", "% of matmul peak", "s to target"]
-    if not base:
-        head.remove("changed against the baseline")
-        rows = [r[:1] + r[2:] for r in rows]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for r in rows:
