@@ -10,6 +10,9 @@ ablation is compared with the baseline's run of that seed, not with its mean), s
 training step, the training FLOP/s as a share of the bf16 matmul peak measured in the same process (the speed
 figure that compares across days on a host whose speed moves), and the time to the run's target accuracy. It
 only reads JSON (a few seconds, mostly importing the package), so it can run beside a timed job.
+
+``--figure PATH`` also draws the time-to-accuracy figure of the first folder's seeds: a run split across
+sessions with ``--first-seed`` (each ``speedrun.py`` call drew only its own seeds) gets its one figure here.
 """
 from __future__ import annotations
 
@@ -90,10 +93,18 @@ def main(argv=None) -> int:
     p = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="speedrun --out folders or seed directories")
     p.add_argument("--baseline", default=None, help="folder the others are compared with (same seeds)")
+    p.add_argument("--figure", default=None, metavar="PATH",
+                   help="also draw the time-to-accuracy figure of the first folder's seeds to PATH (.png)")
     args = p.parse_args(argv)
     try:
         base = load_runs(Path(args.baseline)) if args.baseline else None
-        rows = [row(Path(r).name, load_runs(Path(r)), base) for r in args.runs]
+        runs = [load_runs(Path(r)) for r in args.runs]
+        rows = [row(Path(r).name, rs, base) for r, rs in zip(args.runs, runs)]
+        if args.figure:
+            from gatedconv.fast import plot_time_to_accuracy
+
+            finals = [runs[0][s][0] for s in sorted(runs[0])]
+            fig = plot_time_to_accuracy(finals, args.figure, finals[0]["target_acc"])
     except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -104,6 +115,8 @@ def main(argv=None) -> int:
     print("|" + " --- |" * len(head))
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    if args.figure:
+        print(f"time-to-accuracy figure: {fig}")
     return 0
 
 

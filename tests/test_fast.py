@@ -591,6 +591,18 @@ def test_speedrun_table_reads_the_runs(cli_run, tmp_path):
     # compared with the baseline's seed 1 only, not with its mean
     assert abl_row[:3] == ["abl_ls", "label_smoothing=0.0", "1"] and abl_row[5] == "-1.25 (+0.50)"
     assert abl_row[7] == f"{finals[1]['train_seconds'] / finals[1]['steps']:.2f}"
+    # a run split across two calls (--first-seed) is summarised, and drawn, as one
+    split = tmp_path / "split"
+    shutil.copytree(out / "seed0", split / "seed0")
+    shutil.copytree(out / "seed1", split / "seed1")
+    (split / "seed2").mkdir()  # an interrupted seed: no final.json, left out
+    fig = tmp_path / "figs" / "split.png"
+    p = subprocess.run([sys.executable, str(script), str(split), "--figure", str(fig)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    split_row = [c.strip() for c in p.stdout.splitlines()[2].strip("|").split("|")]
+    assert split_row[:3] == ["split", "0,1", f"{mean:.2f} ± {std:.2f}"]
+    assert fig.stat().st_size > 0 and p.stdout.strip().endswith(str(fig))
     (tmp_path / "empty").mkdir()
     p = subprocess.run([sys.executable, str(script), str(tmp_path / "empty")], capture_output=True, text=True)
     assert p.returncode == 1 and "no finished run" in p.stderr and "Traceback" not in p.stderr
