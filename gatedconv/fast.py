@@ -46,8 +46,8 @@ __all__ = [
     "SpeedrunConfig", "SpeedrunError", "MODEL_NAME", "TARGET_ACC", "whitening_init", "patch_second_moment",
     "LookaheadEMA", "ema_decay", "reflect_pad", "batch_crop", "batch_translate", "alternating_flip_mask",
     "alternating_flip", "tta_views", "tta_logits", "lr_factor", "build_optimizer", "speedrun",
-    "training_step_flops", "matmul_peak_flops", "time_to_accuracy", "summarize", "format_seed_line",
-    "format_summary_line", "plot_time_to_accuracy",
+    "training_step_flops", "matmul_peak_flops", "synthetic_train_step", "time_to_accuracy", "summarize",
+    "format_seed_line", "format_summary_line", "plot_time_to_accuracy",
 ]
 
 MODEL_NAME = "gatedconv_fast"
@@ -440,6 +440,27 @@ def training_step_flops(model: nn.Module, input_shape: Sequence[int], *, autocas
     with counter, autocast_context(p.device, autocast_dtype):
         net(x).float().sum().backward()
     return int(counter.get_total_flops() * b // s)
+
+
+def synthetic_train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                         label_smoothing: float = 0.0,
+                         autocast_dtype: Optional[torch.dtype] = torch.bfloat16) -> Callable[[], None]:
+    """A function doing one training step of ``net`` on the fixed batch ``(x, y)``, as the benchmark scripts
+    (``scripts/bench_fast.py``, ``scripts/bench_malloc.py``) time it: autocast forward, summed cross-entropy in
+    fp32, backward, Nesterov SGD step (momentum 0.85, airbench94's). The learning rate is small (1e-3) because
+    only the cost matters: the weights should stay near where they start over the timed steps."""
+    opt = torch.optim.SGD([q for q in net.parameters() if q.requires_grad], lr=1e-3, momentum=0.85, nesterov=True)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing, reduction="sum")
+
+    def step() -> None:
+        with autocast_context(x.device, autocast_dtype):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 def _sync(device: torch.device) -> None:

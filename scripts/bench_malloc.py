@@ -31,24 +31,15 @@ def child(model: str, batch_size: int, steps: int, keep: bool) -> dict:
         from gatedconv.malloc import keep_freed_memory
         keep_freed_memory()
     import torch
-    from torch import nn
 
     from gatedconv import create_model
+    from gatedconv.fast import synthetic_train_step
 
     torch.manual_seed(0)
     net = create_model(model).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3, momentum=0.85, nesterov=True)
     x = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,))
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = net(x)
-        loss = loss_fn(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = synthetic_train_step(net, x, y)
 
     for _ in range(2):
         step()

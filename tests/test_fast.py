@@ -434,6 +434,25 @@ def test_training_step_flops_and_matmul_peak():
     assert 1e6 < peak < 1e15
 
 
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_synthetic_train_step_trains_only_what_requires_grad(dtype):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 64, 5))
+    net[0].bias.requires_grad_(False)  # frozen, like the whitening stem's weight
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    before = [p.detach().clone() for p in net.parameters()]
+    step = fast.synthetic_train_step(net, x, y, label_smoothing=0.2, autocast_dtype=dtype)
+    loss0 = F.cross_entropy(net(x), y).item()
+    # a stale gradient on the frozen bias: an optimizer that held it would clear it (zero_grad) or step on it
+    net[0].bias.grad = torch.ones(4)
+    for _ in range(5):
+        step()
+    moved = [not torch.equal(b, p) for b, p in zip(before, net.parameters())]
+    assert moved == [True, False, True, True]
+    assert torch.equal(net[0].bias.grad, torch.ones(4))
+    assert F.cross_entropy(net(x), y).item() < loss0  # SGD on one fixed batch lowers its loss
+
+
 def test_time_to_accuracy_summary_and_lines():
     series = [(10.0, 0.50), (20.0, 0.84), (30.0, 0.90)]
     assert fast.time_to_accuracy(series, 0.835) == 20.0 and fast.time_to_accuracy(series, 0.95) is None
