@@ -1,7 +1,17 @@
-"""Checkpoints written atomically, and ``load_model``: a trained run back as a ready-to-use classifier."""
+"""Checkpoints written atomically and read safely, and ``load_model``: a trained run back as a ready-to-use
+classifier.
+
+Safe: a checkpoint holds only tensors and plain Python values (dicts, lists, numbers, strings; the RNG states as
+tensors), so it is read with ``torch.load(weights_only=True)``, which runs no code from the file. A checkpoint
+of the older format (numpy RNG state pickled) is refused with a one-line error naming the conversion command,
+``python -m gatedconv.checkpoint convert PATH``, to run on files you trust.
+"""
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +22,7 @@ from torch import nn
 from .models import create_model, is_model
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "Normalized", "CHECKPOINT_NAME",
-           "evaluate_images", "BEST_NAME"]
+           "BEST_NAME", "plain", "convert_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"  # --keep-best: the weights of the epoch with the lowest held-out loss
@@ -61,8 +71,21 @@ def writable_dir_problem(out: Path) -> str | None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` atomically. A failed write (a full disk, say) leaves no partial file and raises a one-line
+    :class:`CheckpointError` naming the path and what is intact."""
+    path = Path(path)
     state = dict(state, format=FORMAT)
-    atomic_write_bytes(Path(path), lambda f: torch.save(state, f))
+    try:
+        atomic_write_bytes(path, lambda f: torch.save(state, f))
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        intact = "the previous checkpoint there is intact" if path.exists() else "no checkpoint was written yet"
+        reason = getattr(e, "strerror", None) or _first_line(e)
+        raise CheckpointError(f"cannot write checkpoint {path} ({reason}); {intact}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _checkpoint_path(path: str | Path) -> Path:
@@ -70,17 +93,69 @@ def _checkpoint_path(path: str | Path) -> Path:
     return p / CHECKPOINT_NAME if p.is_dir() else p
 
 
+def plain(obj):
+    """``obj`` with JSON's plain types only (tuples become lists, ``torch.__version__`` a str, ...): what a
+    config must be to be saved in a checkpoint that ``weights_only=True`` can read."""
+    return json.loads(json.dumps(obj, default=str))
+
+
 def load_checkpoint(path: str | Path) -> dict:
+    """Read a gatedconv checkpoint with ``torch.load(weights_only=True)``; one-line :class:`CheckpointError` when
+    it is missing, corrupt, of the older pickled format (with the command that converts it) or not ours."""
     p = _checkpoint_path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no checkpoint there")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{p}: holds pickled Python objects that safe loading refuses (an older gatedconv "
+                              f"checkpoint?); if you trust the file, convert it with: python -m gatedconv.checkpoint "
+                              f"convert {p}") from None
     except Exception as e:
         raise CheckpointError(f"{p}: corrupt or unreadable checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a gatedconv checkpoint")
     return state
+
+
+def convert_checkpoint(path: str | Path) -> Path:
+    """Rewrite an older-format checkpoint (pickled numpy / python RNG states, tuples in the config) in place in
+    the safe format. Loads it with ``weights_only=False``, which runs code from the file: only for files you
+    trust. Returns the path."""
+    import numpy as np
+
+    p = _checkpoint_path(path)
+    state = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a gatedconv checkpoint")
+    rng = state.get("rng")
+    if rng is not None and isinstance(rng.get("numpy"), tuple):
+        name, keys, pos, has_gauss, gauss = rng["numpy"]
+        rng["numpy"] = {"name": name, "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    if rng is not None and isinstance(rng.get("python"), tuple):
+        version, values, gauss = rng["python"]
+        rng["python"] = {"version": version, "state": torch.tensor(values, dtype=torch.int64), "gauss": gauss}
+    for key in ("config", "model_kwargs", "history", "best", "results", "mean", "std"):
+        if state.get(key) is not None:
+            state[key] = plain(state[key])
+    atomic_write_bytes(p, lambda f: torch.save(state, f))
+    return p
+
+
+def main(argv=None) -> int:
+    """``python -m gatedconv.checkpoint convert PATH...``: convert older checkpoints to the safe format."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2 or args[0] != "convert":
+        print("usage: python -m gatedconv.checkpoint convert PATH [PATH ...]  (only files you trust)", file=sys.stderr)
+        return 2
+    for path in args[1:]:
+        try:
+            print(f"converted {convert_checkpoint(path)}")
+        except Exception as e:  # a corrupt or foreign file: one line, whatever torch.load raised
+            print(f"error: {path}: {_first_line(e)}", file=sys.stderr)
+            return 1
+    return 0
 
 
 class Normalized(nn.Module):
@@ -117,22 +192,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     return model.to(device).eval()
 
 
-@torch.no_grad()
-def evaluate_images(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
-                    topk: Sequence[int] = (1, 5)) -> dict:
-    """Top-k accuracy of a classifier that takes float images in [0, 1] (e.g. ``load_model``'s), fed uint8
-    ``images`` (N, 3, H, W) / 255 in fp32, in order, ``batch_size`` at a time. The one evaluation used by the
-    harness's final report and by ``scripts/evaluate.py``, so both print the same number."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    hits = torch.zeros(len(topk), dtype=torch.long)
-    for i in range(0, len(labels), batch_size):
-        x = images[i:i + batch_size].to(device).float().div_(255)
-        y = labels[i:i + batch_size].to(device)
-        pred = model(x).float().topk(max(topk), dim=1).indices
-        for j, k in enumerate(topk):
-            hits[j] += int((pred[:, :k] == y[:, None]).any(1).sum())
-    model.train(was_training)
-    n = max(len(labels), 1)
-    return {f"top{k}": hits[j].item() / n for j, k in enumerate(topk)}
+if __name__ == "__main__":
+    raise SystemExit(main())

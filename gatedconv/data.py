@@ -1,5 +1,5 @@
 """CIFAR-10 as tensors: read and validate the official python pickle layout, keep each split as one uint8
-tensor, augment whole batches on tensors, and iterate batches deterministically (seed, epoch, step).
+tensor, and iterate batches deterministically (seed, epoch, step), augmented in batch (``gatedconv.augment``).
 
 Why tensors and not a torchvision ``Dataset`` + PIL transforms: on a 2-core CPU the per-image Python and PIL
 work of a classic ``DataLoader`` costs as much as the network itself; one gather per batch costs ~nothing.
@@ -14,9 +14,10 @@ from typing import Iterator, List, Optional, Tuple
 
 import torch
 
+from .augment import augment_batch, epoch_generator, random_crop, random_flip
+
 __all__ = [
-    "DataError", "CIFAR10", "resolve_data_dir", "load_cifar10", "read_batch_file", "augment_batch",
-    "random_crop", "random_flip", "TensorBatches", "get_loaders", "CLASSES", "write_fake_cifar", "write_batch_file",
+    "DataError", "CIFAR10", "resolve_data_dir", "load_cifar10", "read_batch_file", "TensorBatches", "get_loaders", "CLASSES", "write_fake_cifar", "write_batch_file",
 ]
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -176,7 +177,7 @@ def write_batch_file(path: Path, data, labels, batch_label: bytes = b"batch") ->
 
 def write_fake_cifar(root: str | Path, n_per_batch: int = 40, n_test: int = 40, seed: int = 0) -> Path:
     """A tiny, learnable CIFAR-10 look-alike in the official layout under ``root/cifar-10-batches-py``: each
-    class has its own mean colour plus noise. For tests, smoke runs and ``scripts/stress_resume.py``."""
+    class has its own mean colour plus noise. For tests, smoke runs and ``benchmarks/stress_resume.py``."""
     import numpy as np
     rng = np.random.default_rng(seed)
     d = Path(root) / _FOLDER
@@ -196,45 +197,6 @@ def write_fake_cifar(root: str | Path, n_per_batch: int = 40, n_test: int = 40, 
     with open(d / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CLASSES]}, f)
     return Path(root)
-
-
-# ------------------------------------------------------------------------------------------------------
-# Batched augmentation on uint8 tensors
-
-
-def random_crop(x: torch.Tensor, pad: int, generator: Optional[torch.Generator] = None,
-                shifts: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels, filling with zeros: pad the batch once, then gather each
-    image's window. Equal to ``RandomCrop(32, padding=pad)`` applied per image. ``shifts`` (B, 2) in
-    [0, 2*pad] may be given instead of drawing them."""
-    if pad <= 0:
-        return x
-    b, c, h, w = x.shape
-    if shifts is None:
-        shifts = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator)
-    shifts = shifts.to(x.device)
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    rows = shifts[:, 0, None] + torch.arange(h, device=x.device)  # (B, H)
-    cols = shifts[:, 1, None] + torch.arange(w, device=x.device)  # (B, W)
-    bi = torch.arange(b, device=x.device)[:, None, None, None]
-    ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return xp[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, H, W)
-
-
-def random_flip(x: torch.Tensor, generator: Optional[torch.Generator] = None,
-                flips: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Flip each image left-right with probability 1/2 (or where the boolean ``flips`` (B,) is True)."""
-    if flips is None:
-        flips = torch.rand(x.shape[0], generator=generator) < 0.5
-    flips = flips.to(x.device)
-    return torch.where(flips[:, None, None, None], x.flip(3), x)
-
-
-def augment_batch(x: torch.Tensor, pad: int = 4, flip: bool = True,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Random crop with zero padding, then random horizontal flip, on a whole batch (B, C, H, W)."""
-    x = random_crop(x, pad, generator)
-    return random_flip(x, generator) if flip else x
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -283,12 +245,9 @@ class TensorBatches:
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.epoch, self.start_step = epoch, start_step
 
-    def _generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
-        g = self._generator()
+        g = epoch_generator(self.seed, self.epoch)
         if self.train:
             order = torch.randperm(n, generator=g)
         else:

@@ -1,4 +1,7 @@
-"""Exponential moving average of a model's weights, evaluated in place of the live weights.
+"""Weight averages: ``ModelEma`` (the original recipe's evaluated average) and ``LookaheadEMA`` (the fast
+recipe's lookahead).
+
+``ModelEma``: an exponential moving average of a model's weights, evaluated in place of the live weights.
 
 Polyak averaging (Polyak & Juditsky 1992); the form used here (an averaged copy of the whole model, BatchNorm
 statistics included, with a warm-up on the decay) follows TensorFlow's ``ExponentialMovingAverage`` and timm's
@@ -14,7 +17,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["ModelEma"]
+__all__ = ["ModelEma", "LookaheadEMA", "ema_decay"]
 
 
 class ModelEma:
@@ -68,3 +71,33 @@ class ModelEma:
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
         self.decay = float(state.get("decay", self.decay))
+
+
+def ema_decay(step: int, total_steps: int, rate: float = 0.95, every: int = 5, power: float = 3.0) -> float:
+    """airbench94's lookahead decay at optimiser step ``step`` (1-based count of steps taken):
+    ``rate**every * (step / total)**power``. Near 0 early (the average follows the weights), 0.95**5 = 0.77 at
+    the end (a long average as the lr anneals)."""
+    return rate ** every * (step / total_steps) ** power
+
+
+class LookaheadEMA:
+    """Lookahead with an exponential average (hlb-CIFAR10 / airbench94): every few steps the average moves
+    towards the live weights, ``avg <- decay * avg + (1 - decay) * live``, and the live weights are reset to the
+    average (that reset is the "lookahead" part: SGD continues from the averaged point).
+
+    Covers every floating-point entry of the ``state_dict`` - parameters and BatchNorm running statistics, as
+    airbench does; integer buffers (``num_batches_tracked``) are left alone.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        live = model.state_dict()
+        self.names = [k for k, v in live.items() if v.is_floating_point()]
+        self.average = {k: live[k].detach().clone() for k in self.names}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        live = model.state_dict()
+        for k in self.names:
+            avg = self.average[k]
+            avg.lerp_(live[k], 1.0 - decay)
+            live[k].copy_(avg)

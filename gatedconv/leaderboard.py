@@ -23,6 +23,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from .grid import run_grid, train_or_reuse
+from .rundir import write_json as _write_json_file
+
 __all__ = [
     "DEFAULT_MODELS", "RECIPES", "RECIPE_NOTES", "CLAIMS", "LeaderboardError", "parse_recipes", "merge_recipes",
     "make_config", "plan", "train_or_reuse", "saved_topk", "evaluate_topk", "collect_run", "summarize",
@@ -71,12 +74,7 @@ CLAIMS: Dict[str, dict] = {
 _RELATED_CLAIMS = {"resnet_small": "resnet"}
 
 # RunConfig fields the leaderboard sets itself; a recipe may override any other field.
-_NOT_IN_RECIPES = ("model", "seed", "out", "data_dir", "figure_copy", "validation", "first_1000", "cv_fold")
-# Fields that must agree between an existing run directory and the wanted run before it is reused.
-_MUST_MATCH = ("model", "epochs", "seed", "model_kwargs", "batch_size", "lr", "weight_decay", "optimizer",
-               "momentum", "schedule", "augment", "label_smoothing", "precision", "validation", "first_1000",
-               "cv_fold", "ema_decay")
-
+_NOT_IN_RECIPES = ("model", "seed", "out", "data_dir", "validation", "first_1000", "cv_fold")
 TOPK = (1, 3, 5)
 TOPK_NAME = "topk.json"
 
@@ -140,7 +138,7 @@ def make_config(model: str, seed: int, epochs: int, out: str | Path, data_dir: O
     ``recipe``; the run directory is ``out/<model>/seed<seed>``."""
     from .run import RunConfig
 
-    kw = {"epochs": epochs, "figure_copy": None}
+    kw = {"epochs": epochs}
     kw.update({k: v for k, v in (base or {}).items() if v is not None})
     kw.update(recipe or {})
     return RunConfig(model=model, seed=seed, out=str(Path(out) / model / f"seed{seed}"), data_dir=data_dir, **kw)
@@ -206,63 +204,6 @@ def recipe_text(cfg: dict) -> str:
 # running and evaluating
 
 
-def _jsonish(v):
-    return json.loads(json.dumps(v))
-
-
-def _write_json(path: Path, obj) -> None:
-    from .checkpoint import atomic_write_bytes
-    atomic_write_bytes(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
-
-
-def _final_from_checkpoint(out: Path) -> None:
-    """A run killed between its last checkpoint and ``final.json``: write ``final.json`` as run.py would."""
-    from .checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        state = load_checkpoint(out)
-    except CheckpointError as e:
-        raise LeaderboardError(str(e)) from None
-    if not state.get("finished"):
-        raise LeaderboardError(f"{out}: the run did not finish and wrote no final.json")
-    rows = state["history"]["epochs"]
-    _write_json(out / "final.json", {**rows[-1], "train_seconds": sum(r["seconds"] for r in rows)})
-
-
-def train_or_reuse(cfg, print_fn: Callable = print) -> Path:
-    """Make sure the run ``cfg`` describes is finished in ``cfg.out``: reuse it if finished, resume it if
-    interrupted, train it otherwise. A directory holding a different run is an error (nothing is overwritten)."""
-    from .run import run_training
-
-    out = Path(cfg.out)
-    if (out / "config.json").exists():
-        saved = json.loads((out / "config.json").read_text())
-        for key in _MUST_MATCH:
-            if saved.get(key) != _jsonish(getattr(cfg, key, None)):
-                raise LeaderboardError(f"{out} holds a run with a different {key} ({saved.get(key)!r}, wanted "
-                                       f"{getattr(cfg, key, None)!r}); use another --out or move that run away")
-    if not (out / "final.json").exists():
-        run_training(cfg, resume=(out / "config.json").exists(), print_fn=print_fn)
-        if not (out / "final.json").exists():
-            _final_from_checkpoint(out)
-    return out
-
-
-def _topk_of(model, data, batch_size: int) -> dict:
-    """fp32 top-1/3/5 of a ``load_model``-style classifier (float [0, 1] images in) over the test split."""
-    try:
-        from .checkpoint import evaluate_images  # the harness's own final-report evaluation: the same numbers
-    except ImportError:  # pragma: no cover  (checkouts without it)
-        evaluate_images = None
-    if evaluate_images is not None:
-        return evaluate_images(model, data.test_x, data.test_y, batch_size=batch_size, topk=TOPK)
-    from .train import evaluate
-    dev = next(model.parameters()).device
-    batches = ((data.test_x[i:i + batch_size].float().div_(255), data.test_y[i:i + batch_size])
-               for i in range(0, len(data.test_y), batch_size))
-    return evaluate(model, batches, dev, precision="fp32", topk=TOPK, channels_last=False)
-
-
 def saved_topk(run_dir: str | Path) -> Optional[dict]:
     """``RUN/topk.json`` if it exists and belongs to the run's final epoch, else None."""
     run_dir = Path(run_dir)
@@ -286,10 +227,9 @@ def evaluate_topk(run_dir: str | Path, data=None, data_dir: Optional[str] = None
     ``scripts/evaluate.py`` and the run's own final report do (so top-1 equals final.json's ``test_acc_fp32``
     where the harness writes it). Saved in ``RUN/topk.json`` and reused while it belongs to the run's final
     epoch. ``data`` may be a loaded :class:`gatedconv.data.CIFAR10` (else it is read from ``data_dir``)."""
-    from . import layers
     from .checkpoint import load_model
     from .data import load_cifar10
-    from .train import resolve_device
+    from .train import evaluate_images, resolve_device
 
     run_dir = Path(run_dir)
     final = json.loads((run_dir / "final.json").read_text())
@@ -300,15 +240,11 @@ def evaluate_topk(run_dir: str | Path, data=None, data_dir: Optional[str] = None
     if data is None:
         data = load_cifar10(data_dir)
     model = load_model(run_dir, device=resolve_device(device))
-    previous = layers.set_compiled_combine(False)  # eager kernels: load_model's path in a fresh process
-    try:
-        m = _topk_of(model, data, batch_size)
-    finally:
-        layers.set_compiled_combine(previous)
+    m = evaluate_images(model, data.test_x, data.test_y, batch_size=batch_size, topk=TOPK)
     res = {**{f"top{k}": m[f"top{k}"] for k in TOPK}, "n": len(data.test_y), "epoch": final.get("epoch"),
            "split": "official test set", "batch_size": batch_size,
            "method": "gatedconv.load_model(run) in fp32 on raw [0, 1] images (model's own normalisation)"}
-    _write_json(run_dir / TOPK_NAME, res)
+    _write_json_file(run_dir / TOPK_NAME, res)
     return res
 
 
@@ -388,14 +324,16 @@ def run_leaderboard(cfgs: Sequence, print_fn: Callable = print, run_print_fn: Op
         return data_cache[data_dir]
 
     per_model: Dict[str, List[dict]] = {}
-    for cfg in cfgs:
-        print_fn(f"--- {cfg.model} seed {cfg.seed}: {recipe_text(vars(cfg))}, {cfg.epochs} epoch(s) -> {cfg.out}")
-        run_dir = train_or_reuse(cfg, run_print_fn if run_print_fn is not None else print_fn)
+
+    def evaluate_run(model: str, run_dir: Path) -> None:
         topk = saved_topk(run_dir)
         if topk is None:
+            cfg = next(c for c in cfgs if Path(c.out) == run_dir)
             topk = evaluate_topk(run_dir, data=data_for(cfg.data_dir), device=eval_device, reuse=False)
             print_fn(f"    fp32 test top-1 {topk['top1']:.4f}, top-3 {topk['top3']:.4f}, top-5 {topk['top5']:.4f}")
-        per_model.setdefault(cfg.model, []).append(collect_run(run_dir, topk))
+        per_model.setdefault(model, []).append(collect_run(run_dir, topk))
+
+    run_grid([(cfg.model, cfg) for cfg in cfgs], print_fn, run_print_fn, after_run=evaluate_run)
     return [summarize(m, runs) for m, runs in per_model.items()]
 
 

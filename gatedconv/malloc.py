@@ -3,8 +3,8 @@
 Why: glibc serves every allocation above its mmap threshold (which never exceeds 32 MB) with fresh pages from
 the kernel and unmaps them on free. A batch-1024 training step of the fast recipe's network allocates and frees
 dozens of activations of ~60-130 MB, so every step faults ~600,000 new 4 KiB pages in and zeroes them. Measured
-on this 2-core CPU with ``scripts/bench_malloc.py`` (``gatedconv_fast``, batch 1024, bf16, forward + backward +
-SGD; README, "A fast recipe"): 580,000-640,000 page faults and 1.4-1.5 s of kernel time per step by default,
+on this 2-core CPU with ``benchmarks/bench_malloc.py`` (``gatedconv_fast``, batch 1024, bf16, forward + backward +
+SGD; docs/results.md): 580,000-640,000 page faults and 1.4-1.5 s of kernel time per step by default,
 1.33x the step time with :func:`keep_freed_memory` (which brought the faults to 2,600-30,000). PyTorch's CPU allocator is plain
 malloc/free, so this is the knob: serve big blocks from the heap (``M_MMAP_MAX = 0``) and never give freed
 heap back to the kernel (``M_TRIM_THRESHOLD`` at its maximum). The cost: the process keeps its peak memory.

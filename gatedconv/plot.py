@@ -1,17 +1,32 @@
 """Timer, Accumulator and Animator with the API people know from d2l, working without a display.
 
-The Animator draws with matplotlib's Agg backend and writes its PNG as training goes; inside a Jupyter
-notebook it also shows the figure live. d2l is not a dependency: ``trainf`` accepts any object with
-``add(x, ys)``, so ``d2l.torch.Animator`` can be passed in as well.
+The Animator draws on its own ``matplotlib.figure.Figure`` through the Agg canvas: it never switches
+matplotlib's backend and never touches pyplot's figures, so it is safe to create from a script, a test, a
+server or a notebook that has its own plots open. It writes its PNG (``path``) as training goes; inside a
+Jupyter or Colab kernel it also shows the figure live, as one output that is updated in place
+(``IPython.display`` with a display id), so lines printed by the training loop stay visible under it.
+
+For training curves the loss has its own axis: when the legend names both loss series ("train loss") and
+other series ("train acc", "test acc"), the figure gets two panels side by side, "loss" (autoscaled, never
+clipped) and "accuracy" (where ``ylim``, typically ``[0, 1]``, applies). ``Animator.for_training(num_epochs,
+path)`` builds exactly the figure ``trainf`` draws by default.
+
+d2l is not a dependency: ``trainf`` accepts any object with ``add(x, ys)``, so ``d2l.torch.Animator`` can be
+passed in as well. One caveat with d2l's Animator: its ``add`` calls ``IPython.display.clear_output(wait=True)``
+on every point, which wipes everything the cell printed before it, including ``trainf``'s per-epoch lines.
+With d2l's Animator use ``trainf(..., quiet=True)`` and print ``history.epochs`` after training (or use this
+package's Animator, which does not clear the cell).
 """
 from __future__ import annotations
 
+import io
 import os
+import sys
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-__all__ = ["Timer", "Accumulator", "Animator", "plot_run_metrics"]
+__all__ = ["Timer", "Accumulator", "Animator", "in_notebook", "plot_run_metrics"]
 
 
 class Timer:
@@ -67,55 +82,110 @@ class Accumulator:
         return float(v) if hasattr(v, "item") else v
 
 
-def _in_notebook() -> bool:
+def in_notebook() -> bool:
+    """True inside a Jupyter or Colab kernel (where a figure can be shown inline), False in a plain process, a
+    terminal IPython or a script. Does not import IPython: a process that never did is not a notebook."""
+    if "google.colab" in sys.modules:
+        return True
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
     try:
-        from IPython import get_ipython
-        ip = get_ipython()
-        return ip is not None and ip.__class__.__name__ == "ZMQInteractiveShell"
+        shell = ipython.get_ipython()
+    except Exception:
+        return False
+    if shell is None:
+        return False
+    if getattr(shell, "kernel", None) is not None:
+        return True
+    try:
+        return "IPKernelApp" in shell.config
     except Exception:
         return False
 
 
+def _is_loss(name: str) -> bool:
+    return "loss" in str(name).lower()
+
+
 class Animator:
     """Plot data incrementally: ``Animator(xlabel, ylabel, legend, xlim, ylim, xscale, yscale, fmts, nrows,
-    ncols, figsize)`` then ``add(x, ys)``. Writes ``path`` (a PNG) at most every ``min_interval`` seconds and on
-    ``save()``; in a notebook it also redraws inline."""
+    ncols, figsize)`` then ``add(x, ys)``, as in d2l.
+
+    Beyond d2l: ``path`` (a PNG written at most every ``min_interval`` seconds, and on ``save()``), ``title``,
+    ``live`` (show inline: None = when running in a notebook kernel) and ``split_loss`` (None = when the legend
+    has both loss and non-loss series): loss series then go on a panel of their own, labelled "loss" and never
+    clipped, the others on a second panel labelled ``ylabel`` (default "accuracy") where ``ylim`` applies; the
+    figure is made 1.6 times wider for it. ``close()`` writes any points not yet in the PNG.
+    """
 
     def __init__(self, xlabel: Optional[str] = None, ylabel: Optional[str] = None,
                  legend: Optional[Sequence[str]] = None, xlim=None, ylim=None, xscale: str = "linear",
                  yscale: str = "linear", fmts: Sequence[str] = ("-", "m--", "g-.", "r:"), nrows: int = 1,
                  ncols: int = 1, figsize=(3.5, 2.5), path: Optional[str] = None, title: Optional[str] = None,
-                 min_interval: float = 2.0) -> None:
-        import matplotlib
-        if not _in_notebook():
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        self._plt = plt
-        self.fig, axes = plt.subplots(nrows, ncols, figsize=figsize)
-        self.axes = [axes] if nrows * ncols == 1 else list(axes.flat)
-        self.xlabel, self.ylabel, self.legend = xlabel, ylabel, list(legend or [])
+                 min_interval: float = 2.0, split_loss: Optional[bool] = None, live: Optional[bool] = None) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        self.legend = list(legend or [])
+        losses = [_is_loss(n) for n in self.legend]
+        can_split = nrows * ncols == 1 and any(losses) and not all(losses)
+        self.split = can_split if split_loss is None else bool(split_loss) and can_split
+        if self.split:
+            ncols, figsize = 2, (figsize[0] * 1.6, figsize[1])
+        self.fig = Figure(figsize=figsize)
+        FigureCanvasAgg(self.fig)
+        self.axes = list(self.fig.subplots(nrows, ncols, squeeze=False).flat)
+        self.xlabel, self.ylabel = xlabel, ylabel
         self.xlim, self.ylim, self.xscale, self.yscale = xlim, ylim, xscale, yscale
-        self.fmts, self.title = fmts, title
+        self.fmts, self.title = list(fmts), title
         self.X: Optional[List[List[float]]] = None
         self.Y: Optional[List[List[float]]] = None
         self.path = path
         self.min_interval = min_interval
+        self.live = in_notebook() if live is None else bool(live)
         self._last_write = 0.0
-        self._notebook = _in_notebook()
+        self._dirty = False
         self._display = None
 
-    def _config_axes(self, ax) -> None:
-        ax.set_xlabel(self.xlabel)
-        ax.set_ylabel(self.ylabel)
+    @classmethod
+    def for_training(cls, num_epochs: int, path: Optional[str] = None, figsize=(5, 3.5), **kwargs) -> "Animator":
+        """The figure ``trainf`` draws: x "epoch" over ``[0, num_epochs]``, the training loss on its own panel,
+        training and test accuracy on a [0, 1] panel; ``add(x, (train_loss, train_acc, test_acc))``."""
+        return cls(xlabel="epoch", xlim=[0, num_epochs], ylim=[0, 1.0], legend=["train loss", "train acc", "test acc"],
+                   figsize=figsize, path=path, **kwargs)
+
+    def _panel(self, i: int) -> int:
+        """The axes index that series ``i`` is drawn on."""
+        if not self.split:
+            return 0
+        return 0 if i < len(self.legend) and _is_loss(self.legend[i]) else 1
+
+    def _panel_setup(self, p: int) -> tuple:
+        """(ylabel, ylim) of panel ``p``."""
+        if not self.split:
+            return self.ylabel, self.ylim
+        if p == 0:
+            return "loss", None
+        names = [n for n in self.legend if not _is_loss(n)]
+        default = "accuracy" if any("acc" in str(n).lower() for n in names) else None
+        return self.ylabel or default, self.ylim
+
+    def _config_axes(self, p: int, ax) -> None:
+        ylabel, ylim = self._panel_setup(p)
+        if self.xlabel:
+            ax.set_xlabel(self.xlabel)
+        if ylabel:
+            ax.set_ylabel(ylabel)
         ax.set_xscale(self.xscale)
         ax.set_yscale(self.yscale)
         if self.xlim:
             ax.set_xlim(self.xlim)
-        if self.ylim:
-            ax.set_ylim(self.ylim)
-        if self.legend:
-            ax.legend(self.legend)
-        if self.title:
+        if ylim:
+            ax.set_ylim(ylim)
+        if any(not label.startswith("_") for label in ax.get_legend_handles_labels()[1]):
+            ax.legend(fontsize=8)
+        if self.title and p == 0:
             ax.set_title(self.title, fontsize=9)
         ax.grid(True, alpha=0.3)
 
@@ -133,25 +203,42 @@ class Animator:
             if a is not None and b is not None:
                 self.X[i].append(float(a))
                 self.Y[i].append(float(b))
-        if self._notebook or (self.path and time.monotonic() - self._last_write >= self.min_interval):
+        self._dirty = True
+        if self.live or (self.path and time.monotonic() - self._last_write >= self.min_interval):
             self.draw()
 
     def _render(self) -> None:
-        ax = self.axes[0]
-        ax.cla()
-        for x, y, fmt in zip(self.X or [], self.Y or [], self.fmts):
-            ax.plot(x, y, fmt)
-        self._config_axes(ax)
+        used = sorted({self._panel(i) for i in range(len(self.X or []))} | ({0, 1} if self.split else {0}))
+        for p in used:
+            self.axes[p].cla()
+        for i, (x, y) in enumerate(zip(self.X or [], self.Y or [])):
+            label = self.legend[i] if i < len(self.legend) else None
+            style = {"marker": "o"} if len(x) == 1 else {}  # a lone point of a line format would be invisible
+            self.axes[self._panel(i)].plot(x, y, self.fmts[i % len(self.fmts)], label=label, **style)
+        for p in used:
+            self._config_axes(p, self.axes[p])
         self.fig.tight_layout()
 
-    def draw(self) -> None:
+    def png(self, dpi: Optional[float] = None) -> bytes:
+        """The figure as PNG bytes (as last rendered)."""
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", dpi=dpi or self.fig.dpi)
+        return buf.getvalue()
+
+    def _repr_png_(self) -> bytes:  # a notebook shows an Animator that ends a cell as its figure
         self._render()
-        if self._notebook:
+        return self.png()
+
+    def draw(self) -> None:
+        """Redraw; show the figure inline (updating the same output) when live, and write ``path`` if set."""
+        self._render()
+        if self.live:
             from IPython import display
+            image = display.Image(data=self.png(), format="png")
             if self._display is None:
-                self._display = display.display(self.fig, display_id=True)
+                self._display = display.display(image, display_id=True)
             else:
-                self._display.update(self.fig)
+                self._display.update(image)
         if self.path:
             self.save(render=False)
 
@@ -167,10 +254,16 @@ class Animator:
         self.fig.savefig(tmp, dpi=120)
         os.replace(tmp, path)
         self._last_write = time.monotonic()
+        if path == self.path:
+            self._dirty = False
         return path
 
     def close(self) -> None:
-        self._plt.close(self.fig)
+        """Write points that are not in the PNG yet. The figure is not registered with pyplot, so nothing else
+        holds it: it is freed with the Animator."""
+        if self._dirty and self.path:
+            self.save()
+        self._display = None
 
 
 def plot_run_metrics(runs: Sequence[str | Path],

@@ -7,7 +7,7 @@ import torch
 import gatedconv
 from gatedconv.models import create_model, model_entrypoint
 
-TINY_VIT = dict(patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+TINY_VIT = {"patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32}
 
 # Exact parameter counts at the defaults (num_classes=10).
 PARAM_COUNTS = {
@@ -28,8 +28,11 @@ PARAM_COUNTS = {
 }
 
 
+BASELINE_MODULES = ("gatedconv.models.cnn", "gatedconv.models.resnet", "gatedconv.models.vit")
+
+
 def _baselines() -> list:
-    return [n for n in gatedconv.list_models() if model_entrypoint(n).__module__ == "gatedconv.models.baselines"]
+    return [n for n in gatedconv.list_models() if model_entrypoint(n).__module__ in BASELINE_MODULES]
 
 
 def _save_tiny_vit(path, image_size: int = 32, **overrides):
@@ -112,7 +115,8 @@ def test_vit_cpu_attention_equals_sdpa():
     """On CPU the ViT's attention is written out (faster than the CPU flash kernel for short sequences); it must
     be the same function as F.scaled_dot_product_attention, outputs and gradients."""
     from einops import rearrange
-    from gatedconv.models.baselines import Attention
+
+    from gatedconv.models.vit import Attention
 
     torch.manual_seed(0)
     attn = Attention(dim=24, heads=3)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import gatedconv
-from gatedconv.checkpoint import evaluate_images
-from gatedconv.data import TensorBatches, load_cifar10
+from gatedconv.train import evaluate_images
+from gatedconv.data import load_cifar10
 
 from conftest import make_tiny_cifar
 
@@ -25,11 +25,13 @@ FAST = ["--precision", "fp32", "--compile", "off", "--model-kwargs", TINY, "--ba
         "--eval-batch-size", "50"]
 
 
-def run_cli(args, cwd, env_extra=None, timeout=240):
+def run_cli(args, cwd, env_extra=None, timeout=240, fault=None):
+    """The training command in its own process; ``fault="kill@7"`` plants a fault (gatedconv.testing)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    cmd = [sys.executable, str(SCRIPT)] if fault is None else [sys.executable, "-m", "gatedconv.testing", "--fault",
+                                                                fault, "--"]
+    return subprocess.run([*cmd, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def assert_one_line_error(p):
@@ -55,7 +57,7 @@ def finished_run(data_dir, tmp_path_factory):
 
 
 def _weights(run: Path):
-    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model_state"]
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model_state"]
 
 
 def _metrics(run: Path, drop=("seconds", "examples_per_sec")):
@@ -65,9 +67,12 @@ def _metrics(run: Path, drop=("seconds", "examples_per_sec")):
 
 def test_smoke_run_writes_everything(finished_run):
     out, stdout, cwd = finished_run
-    for name in ("config.json", "metrics.csv", "checkpoint.pt", "curve.png", "final.json"):
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "curve.png", "final.json", "summary.json"):
         assert (out / name).exists(), name
-    assert (cwd / "figures" / "curve_run.png").exists()
+    assert sorted(p.name for p in cwd.iterdir()) == ["run"]  # a run writes only into its own directory
+    summary = json.loads((out / "summary.json").read_text())  # the run's record in the committed results format
+    assert summary["kind"] == "train" and summary["seed"] == 1 and "trainf.py" in summary["command"]
+    assert summary["acc_pct"] == pytest.approx(100 * json.loads((out / "final.json").read_text())["test_acc_fp32"])
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["lr"] == 1e-3 and cfg["weight_decay"] == 1e-4 and cfg["optimizer"] == "adam"
     assert cfg["seed"] == 1 and cfg["world_size"] == 1 and cfg["model_kwargs"]["widths"] == [4, 8, 8, 8, 8]
@@ -86,7 +91,7 @@ def test_load_model_reproduces_reported_accuracy(finished_run, data_dir):
     acc = (pred == d.test_y).float().mean().item()
     assert acc == pytest.approx(reported, abs=1e-6)
     final = json.loads((out / "final.json").read_text())
-    from gatedconv.checkpoint import evaluate_images
+    from gatedconv.train import evaluate_images
     assert evaluate_images(model, d.test_x, d.test_y)["top1"] == final["test_acc_fp32"]
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), str(out), "--data-dir", str(data_dir)],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -95,7 +100,7 @@ def test_load_model_reproduces_reported_accuracy(finished_run, data_dir):
 
 def test_checkpoint_holds_the_average_and_the_live_weights(finished_run, data_dir, tmp_path):
     out, stdout, _ = finished_run
-    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["ema"]["decay"] == 0.999 and state["ema"]["updates"] == 3 * 10  # 200 images / batch 20, 3 epochs
     differs = [k for k, v in state["model_state"].items()
                if v.is_floating_point() and not torch.equal(v, state["live_state"][k])]
@@ -106,7 +111,7 @@ def test_checkpoint_holds_the_average_and_the_live_weights(finished_run, data_di
     p = run_cli(["--epochs", 1, "--data-dir", data_dir, "--out", tmp_path / "plain", "--ema-decay", 0, "--eval-raw",
                  *FAST], tmp_path)
     assert p.returncode == 0, p.stderr
-    plain = torch.load(tmp_path / "plain" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    plain = torch.load(tmp_path / "plain" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert "live_state" not in plain and "ema" not in plain
     assert "test_acc_raw" not in _metrics(tmp_path / "plain")[0]
 
@@ -132,7 +137,7 @@ def test_sigkill_then_resume_is_bit_identical(finished_run, data_dir, tmp_path, 
     ref, _, _ = finished_run
     out = tmp_path / "run"
     args = ["--epochs", 3, "--data-dir", data_dir, "--out", out, "--seed", 1, *FAST]
-    p = run_cli(args, tmp_path, {"GATEDCONV_FAULT": f"kill@{kill_at}"})
+    p = run_cli(args, tmp_path, fault=f"kill@{kill_at}")
     assert p.returncode == -9
     p = run_cli(["--out", out, "--resume"], tmp_path)
     assert p.returncode == 0, p.stderr
@@ -146,11 +151,11 @@ def test_signal_checkpoints_mid_epoch_and_resumes_identically(finished_run, data
     ref, _, _ = finished_run
     out = tmp_path / "run"
     args = ["--epochs", 3, "--data-dir", data_dir, "--out", out, "--seed", 1, *FAST]
-    p = run_cli(args, tmp_path, {"GATEDCONV_FAULT": f"{sig}@15"})
+    p = run_cli(args, tmp_path, fault=f"{sig}@15")
     assert p.returncode == 130
     line = assert_one_line_error(p)
     assert "--resume" in line and "epoch 2, step 5" in line
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (1, 5)
     p = run_cli(["--out", out, "--resume"], tmp_path)
     assert p.returncode == 0, p.stderr
@@ -161,10 +166,10 @@ def test_signal_checkpoints_mid_epoch_and_resumes_identically(finished_run, data
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(data_dir, tmp_path):
     out = tmp_path / "run"
-    p = run_cli(["--epochs", 3, "--data-dir", data_dir, "--out", out, *FAST], tmp_path, {"GATEDCONV_FAULT": "nan@14"})
+    p = run_cli(["--epochs", 3, "--data-dir", data_dir, "--out", out, *FAST], tmp_path, fault="nan@14")
     line = assert_one_line_error(p)
     assert "NaN" in line and "epoch 2, step 4" in line
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model_state"].values() if v.is_floating_point())
 
 
@@ -234,7 +239,7 @@ def test_checkpoint_of_other_shape(finished_run, tmp_path):
     import shutil
     out = tmp_path / "run"
     shutil.copytree(finished_run[0], out)
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     state["finished"] = False
     cfg = json.loads((out / "config.json").read_text())
     cfg["model_kwargs"] = {"widths": [4, 8, 8, 8, 16], "head_hidden": 16}
@@ -250,7 +255,7 @@ def test_checkpoint_of_other_model(finished_run, tmp_path):
     import shutil
     out = tmp_path / "run"
     shutil.copytree(finished_run[0], out)
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     state["finished"], state["model_name"] = False, "gatedconv_small"
     torch.save(state, out / "checkpoint.pt")
     line = assert_one_line_error(run_cli(["--out", out, "--resume"], tmp_path))
@@ -280,7 +285,7 @@ def test_keep_best_selects_on_validation_and_reports_test(data_dir, tmp_path):
     assert final["best_epoch"] == 1 + min(range(3), key=val_losses.__getitem__)
     assert final["best_val_loss"] == pytest.approx(min(val_losses), rel=1e-5)
     assert json.loads((out / "config.json").read_text())["eval_split"] == "validation (20 held out of train)"
-    best = torch.load(out / "best.pt", weights_only=False)
+    best = torch.load(out / "best.pt", weights_only=True)
     assert best["epoch"] == final["best_epoch"]
     last = _weights(out)
     same = all(torch.equal(best["model_state"][k], last[k]) for k in last)
@@ -310,3 +315,90 @@ def test_previt_without_weights_is_one_line(data_dir, tmp_path):
     line = assert_one_line_error(run_cli(["-m", "previt", "-e", "1", "--data-dir", data_dir, "--out", tmp_path / "r",
                                           "--compile", "off"], tmp_path))
     assert "previt needs pretrained weights" in line
+
+
+def test_resume_refuses_conflicting_flags(finished_run, tmp_path):
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    before = (out / "checkpoint.pt").read_bytes()
+    line = assert_one_line_error(run_cli(["--out", out, "--resume", "--model", "gatedconv_small"], tmp_path))
+    assert "--model" in line and "conflicts" in line and "gatedconv_small" in line
+    line = assert_one_line_error(run_cli(["--out", out, "--resume", "--lr", "0.5"], tmp_path))
+    assert "--lr" in line and "may change on resume" in line
+    assert (out / "checkpoint.pt").read_bytes() == before
+    # flags that only change how the run executes are allowed
+    p = run_cli(["--out", out, "--resume", "--eval-batch-size", "25", "--device", "cpu"], tmp_path)
+    assert p.returncode == 0 and "already finished" in p.stdout
+    # timm's form: --resume PATH, the run directory or its checkpoint file
+    for path in (out, out / "checkpoint.pt"):
+        p = run_cli(["--resume", path], tmp_path)
+        assert p.returncode == 0 and "already finished" in p.stdout, p.stderr
+    assert "different runs" in assert_one_line_error(run_cli(["--resume", out, "--output", tmp_path / "x"], tmp_path))
+
+
+def test_timm_flag_names(data_dir, tmp_path):
+    out = tmp_path / "run"
+    p = run_cli(["--epochs", 1, "--data-dir", data_dir, "--output", out, "--opt", "sgd", "--sched", "cosine",
+                 "--lr", "0.05", *FAST], tmp_path)
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["optimizer"], cfg["schedule"], cfg["out"]) == ("sgd", "cosine", str(out))
+
+
+def test_unknown_device_is_one_line(data_dir, tmp_path):
+    line = assert_one_line_error(run_cli(["--data-dir", data_dir, "--out", tmp_path / "r", *FAST,
+                                          "--device", "tpu:7"], tmp_path))
+    assert "tpu:7" in line
+
+
+def test_checkpoint_is_safe_to_load_and_old_format_says_how_to_convert(finished_run, tmp_path):
+    import pickle
+    import random
+    import shutil
+
+    import numpy as np
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[0], out)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)  # no pickled objects in a fresh checkpoint
+    assert isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
+    # the older format: numpy and python RNG states pickled as they are
+    state["rng"]["numpy"], state["rng"]["python"] = np.random.get_state(), random.getstate()
+    state["finished"] = False
+    torch.save(state, out / "checkpoint.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(out / "checkpoint.pt", weights_only=True)
+    line = assert_one_line_error(run_cli(["--out", out, "--resume"], tmp_path))
+    assert "python -m gatedconv.checkpoint convert" in line
+    p = subprocess.run([sys.executable, "-m", "gatedconv.checkpoint", "convert", str(out / "checkpoint.pt")],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    converted = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert torch.equal(converted["rng"]["numpy"]["keys"], torch.from_numpy(state["rng"]["numpy"][1].astype(np.int64)))
+    assert gatedconv.load_model(out) is not None
+
+
+def test_full_disk_while_checkpointing_is_one_line_and_leaves_no_partial_file(data_dir, tmp_path, monkeypatch,
+                                                                               capsys):
+    import errno
+
+    from gatedconv.cli.train import main
+
+    out = tmp_path / "run"
+    real_save, calls = torch.save, {"n": 0}
+
+    def save_then_fill_disk(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint: epoch 1's is on disk
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save_then_fill_disk)
+    args = ["--epochs", "3", "--data-dir", str(data_dir), "--out", str(out), *map(str, FAST)]
+    assert main(args) == 1
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and "No space left on device" in err[0] and str(out / "checkpoint.pt") in err[0]
+    assert "previous checkpoint" in err[0] and "intact" in err[0]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1  # epoch 1's checkpoint, intact

@@ -8,8 +8,8 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from gatedconv.data import (DataError, TensorBatches, get_loaders, load_cifar10, random_crop, random_flip,
-                            read_batch_file)
+from gatedconv.augment import random_crop, random_flip
+from gatedconv.data import DataError, TensorBatches, get_loaders, load_cifar10, read_batch_file
 
 from conftest import make_tiny_cifar, write_batch
 

@@ -24,7 +24,7 @@ TOL = 1e-5  # relative L2 difference between the 2-process and 1-process final w
 
 
 def _env(dump):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), GATEDCONV_DUMP_WEIGHTS=str(dump))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return env
@@ -37,11 +37,12 @@ def test_two_processes_match_one(tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun")
     if not Path(torchrun).exists():
         torchrun = shutil.which("torchrun")
-    p2 = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "scripts" / "trainf.py"),
-                         "--data-dir", str(data), "--out", str(tmp_path / "ddp"), *ARGS],
+    p2 = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "gatedconv.testing",
+                         "--dump-weights", str(tmp_path / "w2"), "--", "--data-dir", str(data), "--out", str(tmp_path / "ddp"), *ARGS],
                         env=_env(tmp_path / "w2"), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p2.returncode == 0, p2.stderr[-3000:]
-    p1 = subprocess.run([sys.executable, str(ROOT / "scripts" / "trainf.py"), "--data-dir", str(data),
+    p1 = subprocess.run([sys.executable, "-m", "gatedconv.testing", "--dump-weights", str(tmp_path / "w1"), "--",
+                         "--data-dir", str(data),
                          "--out", str(tmp_path / "single"), *ARGS],
                         env=_env(tmp_path / "w1"), capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert p1.returncode == 0, p1.stderr[-3000:]

@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
-from gatedconv import Gate, GatedConv2d, Nth_Block
+from gatedconv import Gate, GatedConv2d, Nth_Block, kernels
 from gatedconv import layers as L
 
 odd_kernel = st.sampled_from([1, 3, 5])
@@ -105,16 +106,16 @@ def test_fast_forms_close_in_float32_and_channels_last():
     m = GatedConv2d(8, 16).to(memory_format=torch.channels_last)
     x = torch.randn(4, 8, 4, 4).to(memory_format=torch.channels_last)
     y_ref = m._forward_reference(x, m.gate(x))
-    y_gemm = m._forward_gemm(x, m.gate(x))
+    y_gemm = kernels.gemm(m, x, m.gate(x))
     assert torch.allclose(y_ref, y_gemm, atol=1e-5)
-    y_dense = m._forward_dense(x, m.gate(x))
+    y_dense = kernels.dense(m, x, m.gate(x))
     assert torch.allclose(y_ref, y_dense, atol=1e-5)
     assert y_dense.is_contiguous(memory_format=torch.channels_last)
     # the after_sum-only forms with channels-last weights (their kernel reshapes must not assume NCHW strides)
     m = GatedConv2d(8, 16, kernel_sizes=(3, 1), activation="after_sum").to(memory_format=torch.channels_last)
     y_ref = m._forward_reference(x, m.gate(x))
-    for form in (m._forward_stacked, m._forward_condconv):
-        assert torch.allclose(y_ref, form(x, m.gate(x)), atol=1e-5)
+    for form in (kernels.stacked, kernels.condconv):
+        assert torch.allclose(y_ref, form(m, x, m.gate(x)), atol=1e-5)
 
 
 def test_dense_form_in_bf16_autocast_close_to_reference():
@@ -152,21 +153,54 @@ def test_auto_choice():
 
 
 @pytest.mark.parametrize("activation", L.ACTIVATION_PLACEMENTS)
-def test_compiled_combine_matches_eager(activation):
+def test_compiled_sum_matches_eager(activation):
     torch.manual_seed(0)
-    m = GatedConv2d(3, 4, kernel_sizes=(3, 1), activation=activation, impl="reference")
+    net = nn.Sequential(GatedConv2d(3, 4, kernel_sizes=(3, 1), activation=activation, impl="reference"))
+    m = net[0]
     x = torch.randn(2, 3, 6, 6)
-    y0 = m(x)
+    y0 = net(x)
     g0 = torch.autograd.grad(y0.square().sum(), list(m.parameters()))
-    prev = L.set_compiled_combine(True)
-    try:
-        y1 = m(x)
+    with kernels.compiled_sum(net):
+        assert kernels.uses_compiled_sum(m, m.gate(x))
+        y1 = net(x)
         g1 = torch.autograd.grad(y1.square().sum(), list(m.parameters()))
-    finally:
-        L.set_compiled_combine(prev)
     assert torch.allclose(y0, y1, atol=1e-5)
     for a, b in zip(g0, g1):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_compiled_sum_restores_each_block_and_stays_in_its_model():
+    net = nn.Sequential(GatedConv2d(3, 4), GatedConv2d(4, 4, compiled_sum=True), nn.ReLU())
+    other = nn.Sequential(GatedConv2d(3, 4))
+    with kernels.compiled_sum(net):
+        assert [b.compiled_sum for b in net[:2]] == [True, True]
+        assert not other[0].compiled_sum  # another model's setting does not change
+        with kernels.compiled_sum(net, enabled=False):
+            assert [b.compiled_sum for b in net[:2]] == [False, False]
+        assert [b.compiled_sum for b in net[:2]] == [True, True]
+    assert [b.compiled_sum for b in net[:2]] == [False, True]  # each block's own previous value
+    with pytest.raises(RuntimeError), kernels.compiled_sum(net):
+        raise RuntimeError("restored on error too")
+    assert [b.compiled_sum for b in net[:2]] == [False, True]
+    kernels.set_compiled_sum(other)
+    assert other[0].compiled_sum and not net[0].compiled_sum
+    kernels.set_compiled_sum(other, False)
+    assert not other[0].compiled_sum
+
+
+def test_compiled_sum_only_where_it_pays():
+    x = torch.randn(2, 3, 6, 6)
+    m = GatedConv2d(3, 4, compiled_sum=True)
+    a = m.gate(x)
+    assert kernels.uses_compiled_sum(m, a)
+    with torch.no_grad():  # evaluation stays eager
+        assert not kernels.uses_compiled_sum(m, m.gate(x))
+    assert not kernels.uses_compiled_sum(m, a.detach())  # no gradient into the gates
+    constant = GatedConv2d(3, 4, gate="constant", compiled_sum=True)
+    assert not kernels.uses_compiled_sum(constant, constant.gate(x))  # the constant gate: no gradient into a
+    assert not kernels.uses_compiled_sum(GatedConv2d(3, 4, act_layer=nn.GELU, compiled_sum=True), a)  # ReLU only
+    assert kernels.uses_compiled_sum(GatedConv2d(3, 4, act_layer=nn.GELU, activation="after_sum", compiled_sum=True), a)
+    assert not kernels.uses_compiled_sum(GatedConv2d(3, 4), a)
 
 
 @pytest.mark.parametrize("activation", L.ACTIVATION_PLACEMENTS)
@@ -244,8 +278,8 @@ def test_readme_snippet_runs():
     import re
     from pathlib import Path
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"<!-- snippet:own-model[^>]*-->\s*```python\n(.*?)```", readme, re.S)
+    block = re.search(r"<!-- snippet:own-model[^>]*-->\s*```python\n(.*?)```", readme, re.DOTALL)
     assert block, "README lost its own-model snippet"
     ns: dict = {}
-    exec(compile(block.group(1), "README-snippet", "exec"), ns)
+    exec(compile(block.group(1), "README-snippet", "exec"), ns)  # noqa: S102  (the README's own code)
     assert ns["loss_after"] < ns["loss_before"]

@@ -74,7 +74,8 @@ def test_leaderboard_smoke(tiny_cifar, tmp_path, capsys):
         assert cells[3] == "1" and cells[4] == "1" and cells[5].endswith("%") and cells[6].endswith("%")
         topk = json.loads((run / "topk.json").read_text())
         assert 0 <= topk["top1"] <= topk["top3"] <= topk["top5"] <= 1 and topk["n"] == 40
-        assert json.loads((run / "config.json").read_text())["figure_copy"] is None
+        summary = json.loads((run / "summary.json").read_text())  # the run's record in the results/ format
+        assert summary["model"] == m and summary["seed"] == 0 and summary["carried_over"] is False
         final = json.loads((run / "final.json").read_text())
         if "test_acc_fp32" in final:  # the harness's own fp32 report: the same evaluation, the same number
             assert topk["top1"] == final["test_acc_fp32"]

@@ -55,7 +55,7 @@ def test_gate_bias_init_opens_relu_gates():
 
 
 def test_user_model_with_block_trains_a_step():
-    """Done-when of the foundation issue: a user-written model with GatedConv2d(5, 7, kernel_sizes=(1, 3, 5),
+    """A user-written model with GatedConv2d(5, 7, kernel_sizes=(1, 3, 5),
     stride=2) on a (3, 5, 17, 23) input trains a step."""
     torch.manual_seed(0)
     net = nn.Sequential(GatedConv2d(5, 7, kernel_sizes=(1, 3, 5), stride=2), nn.BatchNorm2d(7),

@@ -1,7 +1,15 @@
-"""Model registry and model families. Importing this package registers every model."""
+"""Model registry and model families, one file per family. Importing this package registers every model.
+
+* ``gated``    - the five-block gated network of the original study (``gatedconv``, ``gatedconv_small``, ...)
+* ``airbench`` - airbench94's layout with gated convolutions (``gatedconv_fast``)
+* ``cnn``      - the MLP, small ConvNets and the ``cnn_base`` family
+* ``resnet``   - CIFAR ResNet-18 / ResNet-20
+* ``vit``      - a small ViT from scratch and the pretrained ``previt``
+"""
+from . import airbench, cnn, resnet, vit  # noqa: F401  (importing a family registers its models)
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from .gated import GatedNet, GatedNetConfig
-from . import baselines  # registers the baseline families
-from . import fast  # registers gatedconv_fast (airbench94 layout, gated convolutions)
 
-__all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model", "GatedNet", "GatedNetConfig"]
+__all__ = [
+    "GatedNet", "GatedNetConfig", "create_model", "is_model", "list_models", "model_entrypoint", "register_model",
+]

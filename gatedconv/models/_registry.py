@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint"]
+__all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
 
-_MODELS: Dict[str, Callable[..., nn.Module]] = {}
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -20,7 +20,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-def list_models(pattern: str = "*") -> List[str]:
+def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of the registered models, optionally filtered by a shell-style ``pattern``."""
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 

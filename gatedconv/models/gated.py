@@ -6,7 +6,6 @@ is ``AdaptiveAvgPool2d(1) -> Flatten -> Linear -> ReLU -> Dropout -> Linear(num_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -14,26 +13,26 @@ from torch import nn
 from ..layers import GatedConv2d
 from ._registry import register_model
 
-__all__ = ["GatedNetConfig", "GatedNet"]
+__all__ = ["GatedNet", "GatedNetConfig"]
 
 
 @dataclass
 class GatedNetConfig:
     """Everything that defines a GatedNet; saved with each run so the model can be rebuilt."""
 
-    # the last block runs on a 2x2 map, so its width is cheap (README "Measured results": +11% step time for
-    # 128 -> 256 there, the dense form making it cheaper still); the 32x32 first block is what costs time
-    widths: Tuple[int, ...] = (16, 32, 64, 128, 256)
+    # the last block runs on a 2x2 map, so its width is cheap (the dense form makes it cheaper still;
+    # benchmarks/bench_gemm.py times single blocks at these shapes); the 32x32 first block is what costs time
+    widths: tuple[int, ...] = (16, 32, 64, 128, 256)
     num_classes: int = 10
     in_channels: int = 3
     head_hidden: int = 256
     dropout: float = 0.5
-    kernel_sizes: Tuple[int, ...] = (3, 3, 3)
+    kernel_sizes: tuple[int, ...] = (3, 3, 3)
     gate: str = "relu"
     temperature: float = 1.0
     activation: str = "per_path"
     impl: str = "auto"
-    gate_bias_init: Optional[float] = 1.0
+    gate_bias_init: float | None = 1.0
     norm: str = "batch"
 
     def __post_init__(self) -> None:

@@ -1,0 +1,60 @@
+"""Evaluate a trained run independently: ``gatedconv.load_model(RUN_DIR)`` on the official 10,000-image test
+set, fed raw [0, 1] images (the model carries its own normalisation), in fp32.
+
+    gatedconv-evaluate runs/gatedconv --data-dir ../shared/cifar10
+    python scripts/evaluate.py runs/gatedconv --data-dir ../shared/cifar10     (the same)
+
+Prints top-1/top-5 accuracy and, when the run directory has metrics.csv, the test accuracy the run reported.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gatedconv.cli import OneLineParser
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run directory or checkpoint file")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--batch-size", type=int, default=500, help="keep 500 to reproduce the run's own report")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    import gatedconv
+    from gatedconv.checkpoint import CheckpointError
+    from gatedconv.data import DataError, load_cifar10
+
+    try:
+        model = gatedconv.load_model(args.run)
+        data = load_cifar10(args.data_dir)
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    from gatedconv.train import evaluate_images
+    res = evaluate_images(model, data.test_x, data.test_y, batch_size=args.batch_size)
+    n = len(data.test_y)
+    print(f"{args.run}: test top-1 {res['top1']:.4f} ({round(res['top1'] * n)}/{n}), top-5 {res['top5']:.4f}")
+    final = Path(args.run) / "final.json"
+    if final.exists():
+        import json
+        f = json.loads(final.read_text())
+        if "test_acc_fp32" in f:
+            print(f"the run reported test acc {f['test_acc_fp32']:.4f} (fp32, same evaluation)")
+    metrics = Path(args.run) / "metrics.csv"
+    if metrics.exists():
+        rows = list(csv.DictReader(open(metrics)))
+        if rows and rows[-1].get("test_acc"):
+            print(f"its last epoch reported test acc {float(rows[-1]['test_acc']):.4f} (evaluated in the training "
+                  f"precision, e.g. bf16 autocast)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

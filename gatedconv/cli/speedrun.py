@@ -1,0 +1,145 @@
+"""Train ``gatedconv_fast`` with the airbench94-style recipe (``gatedconv.speedrun``) for N seeds and report
+accuracy without / with test-time augmentation, timed seconds per run and time to 83.5%.
+
+    gatedconv-speedrun --seeds 5 --data-dir ../shared/cifar10 --out runs/speedrun
+    python scripts/speedrun.py --seeds 5 --data-dir ../shared/cifar10 --out runs/speedrun     (the same)
+
+One line per seed, a FLOP/s efficiency line, then exactly one closing line
+``mean ACC% +- STD over N seeds, T s per run`` (ACC with TTA). Each seed's run directory is OUT/seed<S>
+(``gatedconv.load_model`` reads it); the time-to-accuracy figure goes to OUT/time_to_accuracy.png.
+Per-epoch progress goes to stderr (``--quiet`` silences it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gatedconv.cli import OneLineParser
+
+
+def _int_list(text: str) -> list:
+    try:
+        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gatedconv.speedrun import SpeedrunConfig
+    from gatedconv.layers import ACTIVATION_PLACEMENTS, GATE_TYPES
+
+    d = SpeedrunConfig()
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs), seeds FIRST..FIRST+N-1")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (else $CIFAR10_DIR, else ./data)")
+    p.add_argument("--out", default=None, help="output folder for the seed run directories "
+                                               "(default runs/speedrun-<date-time>)")
+    p.add_argument("--figures", default=None, help="folder for the time-to-accuracy figure (default OUT; '' = none)")
+    p.add_argument("--epochs", type=float, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="lr per 1024 examples (decoupled)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="decay per 1024 examples (decoupled)")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--tta", type=int, default=d.tta_level, choices=[0, 1, 2],
+                   help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1 px translations")
+    p.add_argument("--no-whiten", dest="whiten", action="store_false", help="trained conv + BatchNorm stem instead")
+    p.add_argument("--no-ema", dest="ema", action="store_false", help="no lookahead / EMA")
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no (alternating) flip augmentation")
+    p.add_argument("--translate", type=int, default=d.translate, help="random translation in px (0: none)")
+    p.add_argument("--whiten-images", type=int, default=d.whiten_images)
+    p.add_argument("--no-epoch-eval", dest="eval_every_epoch", action="store_false",
+                   help="skip the per-epoch test evaluation (no time-to-accuracy series)")
+    p.add_argument("--gate", choices=GATE_TYPES, default=None, help="gate of every block (model default: softmax)")
+    p.add_argument("--activation", choices=ACTIVATION_PLACEMENTS, default=None,
+                   help="activation placement (model default: after_sum)")
+    p.add_argument("--paths", type=_int_list, default=None, metavar="K,K,...",
+                   help="kernel size of each path, e.g. 3,1 (the default) or 3,3,1")
+    p.add_argument("--widths", type=_int_list, default=None, metavar="W1,W2,W3",
+                   help="group widths (model default 64,256,256)")
+    p.add_argument("--model-kwargs", default="{}", help="JSON dict of further GatedFastNetConfig keywords")
+    p.add_argument("-d", "--device", default=d.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default=d.precision, choices=["auto", "bf16", "fp16", "fp32"],
+                   help="autocast dtype (default auto: bf16 where the hardware has it; fp16 on CUDA only)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (timed)")
+    p.add_argument("--no-compile-sum", dest="compile_sum", action="store_false",
+                   help="keep the gated sums eager (default: torch.compile them, compile time timed)")
+    p.add_argument("--no-flops", dest="measure_flops", action="store_false", help="skip the efficiency measurement")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress on stderr")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from gatedconv.malloc import keep_freed_memory
+    keep_freed_memory()  # big activations reuse heap memory instead of faulting in fresh pages (gatedconv/malloc.py)
+    from gatedconv.checkpoint import CheckpointError
+    from gatedconv.data import DataError, load_cifar10
+    from gatedconv.speedrun import (SpeedrunConfig, SpeedrunError, format_seed_line, format_summary_line,
+                                plot_time_to_accuracy, speedrun, summarize)
+
+    def fail(msg: str, code: int = 1) -> int:
+        print(f"error: {msg}", file=sys.stderr)
+        return code
+
+    try:
+        kw = json.loads(args.model_kwargs)
+        if not isinstance(kw, dict):
+            raise ValueError
+    except ValueError:
+        return fail(f"--model-kwargs must be a JSON object, got {args.model_kwargs!r}", 2)
+    for name, key in (("gate", "gate"), ("activation", "activation"), ("paths", "kernel_sizes"), ("widths", "widths")):
+        if getattr(args, name) is not None:
+            kw[key] = getattr(args, name)
+    if args.seeds < 1:
+        return fail(f"--seeds must be >= 1, got {args.seeds}", 2)
+    cfg = SpeedrunConfig(
+        epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, tta_level=args.tta,
+        whiten=args.whiten, ema=args.ema, flip=args.flip, translate=args.translate,
+        whiten_images=args.whiten_images, eval_every_epoch=args.eval_every_epoch, model_kwargs=kw,
+        device=args.device, precision=args.precision, channels_last=args.channels_last, compile=args.compile,
+        compile_sum=args.compile_sum, measure_flops=args.measure_flops,
+    )
+    out = Path(args.out or f"runs/speedrun-{time.strftime('%Y%m%d-%H%M%S')}")
+    progress = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, file=sys.stderr, flush=True))
+    try:
+        cfg.validate()
+        data = load_cifar10(args.data_dir)
+        results = []
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            r = speedrun(cfg, data, seed, out / f"seed{seed}", print_fn=progress)
+            results.append(r)
+            print(format_seed_line(r), flush=True)
+    except (DataError, SpeedrunError, CheckpointError) as e:
+        return fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except KeyboardInterrupt:
+        return fail(f"interrupted; the finished seeds are in {out}; continue with --first-seed N and another --out "
+                    "(a speedrun does not resume mid-seed: its time would not be one run's)", 130)
+    s = summarize(results)
+    figures = out if args.figures is None else args.figures
+    if figures:
+        fig = plot_time_to_accuracy(results, Path(figures) / "time_to_accuracy.png", cfg.target_acc)
+        print(f"time-to-accuracy figure: {fig}")
+    if "efficiency" in s:
+        print(f"efficiency: {s['train_flops_per_sec'] / 1e12:.3f} TFLOP/s in training ({s['flops_per_step'] / 1e9:.1f} "
+              f"GFLOP per step, matmul/conv only) = {100 * s['efficiency']:.1f}% of the {results[0]['peak_dtype']} "
+              f"square-matmul peak ({s['peak_flops'] / 1e12:.3f} TFLOP/s measured in this process)")
+    print(format_summary_line(s))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

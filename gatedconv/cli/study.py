@@ -1,0 +1,118 @@
+"""Does input gating pay? Train named variants of the original network and recipe at one budget over seeds,
+record every run in a results file and print the comparison (Welch's t-test, 95% intervals).
+
+    gatedconv-study --epochs 30 --seeds 0,1,2 --data-dir ../shared/cifar10 --out runs/study
+    python scripts/study.py --variants relu,constant --epochs 2 --seeds 0,1 --first-1000     (a quick look)
+
+Finished runs are reused (their run directories, or their records in --results), so the same command run
+again trains only what is missing. The cost-matched plain network's widths come from --matched-widths, else
+from the calibration recorded in --results, else from a calibration run now (training steps of both networks
+timed side by side on this host) which is recorded there. Tables and figures: ``gatedconv-report``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gatedconv.cli import OneLineParser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gatedconv.study import DEFAULT_VARIANTS, VARIANTS
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma list from: {', '.join(VARIANTS)} (default: all)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30, the original recipe)")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (else $CIFAR10_DIR, else ./data)")
+    p.add_argument("--out", "--output", dest="out", default="runs/study", help="parent of the run directories")
+    p.add_argument("--results", default="results/gating_study.json",
+                   help="results file the run records are appended to (default results/gating_study.json)")
+    p.add_argument("--matched-widths", default=None, help="five widths of the cost-matched plain network, e.g. "
+                   "24,48,96,192,384 (default: the recorded calibration, else calibrate now)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--eval-batch-size", type=int, default=None)
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--compile", default=None, choices=["auto", "on", "off"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--first-1000", action="store_true", help="train/test on the first 1,000 images (a quick look)")
+    p.add_argument("--quiet", action="store_true", help="do not print per-epoch lines")
+    return p
+
+
+def _ints(text: str, flag: str, n: int | None = None) -> list:
+    try:
+        vals = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be a comma list of integers, got {text!r}") from None
+    if not vals or (n is not None and len(vals) != n):
+        raise ValueError(f"{flag} needs {n or 'at least one'} integer(s), got {text!r}")
+    return vals
+
+
+def _matched_widths(args, records: list, say) -> list:
+    """--matched-widths, else the calibration recorded in the results file, else calibrate now and record it."""
+    from gatedconv.rundir import command_line
+    from gatedconv.study import match_widths
+    from gatedconv.summary import make_record
+
+    if args.matched_widths:
+        return _ints(args.matched_widths, "--matched-widths", 5)
+    recorded = [r for r in records if r.get("kind") == "calibration"]
+    if recorded:
+        return recorded[-1]["widths"]
+    say("calibrating the cost-matched plain network (training steps timed side by side with the gated one)")
+    m = match_widths(device=args.device or "auto", batch_size=args.batch_size or 128, print_fn=say)
+    rec = make_record(command=command_line(), config={"name": "plain_matched calibration"}, final=m,
+                      kind="calibration")
+    rec.update(widths=m["widths"], seed=None)
+    records.append(rec)
+    return m["widths"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from gatedconv.malloc import keep_freed_memory
+    keep_freed_memory()  # big activations reuse heap memory instead of faulting in fresh pages (gatedconv/malloc.py)
+    from gatedconv.checkpoint import CheckpointError
+    from gatedconv.data import DataError
+    from gatedconv.report import dump_results
+    from gatedconv.rundir import RunError, command_line, read_json
+    from gatedconv.run import RunInterrupted
+    from gatedconv.study import StudyError, comparisons, run_study, study_configs
+    from gatedconv.train import NonFiniteLossError
+
+    say = print
+    try:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        seeds, path = _ints(args.seeds, "--seeds"), Path(args.results)
+        data = read_json(path) or {"about": "gatedconv-study: the gating study (docs/research.md)", "records": []}
+        n_before = len(data["records"])
+        widths = _matched_widths(args, data["records"], say) if "plain_matched" in variants else None
+        if len(data["records"]) != n_before:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(dump_results(data))
+        base = {k: getattr(args, k) for k in ("batch_size", "eval_batch_size", "precision", "compile", "device")
+                if getattr(args, k) is not None}
+        base["first_1000"] = args.first_1000
+        cells = study_configs(variants, seeds, args.epochs, args.out, args.data_dir, widths, base)
+        records = run_study(cells, path, command_line(), print_fn=say,
+                            run_print_fn=(lambda *a, **k: None) if args.quiet else say)
+    except (RunInterrupted, KeyboardInterrupt) as e:
+        print(f"{e or 'interrupted'}; run the same command again to continue", file=sys.stderr)
+        return 130
+    except (StudyError, RunError, DataError, CheckpointError, NonFiniteLossError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for c in comparisons([r for r in records if r.get("epochs") == args.epochs]):
+        k = c["comparison"]
+        say(f"{c['variant']} - {c['against']}: {k.diff:+.2f} points (95% CI {k.low:+.2f} to {k.high:+.2f}, "
+            f"p = {k.p:.3f}, n = {k.n_a}/{k.n_b}): {c['verdict']}")
+    say(f"records in {path}; tables and figures: gatedconv-report")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Muon: the orthogonalised update, a toy problem, the Muon + Adam split, its state through a checkpoint, and
+``gatedconv-train --opt muon`` with an interrupted and resumed run."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gatedconv import create_model
+from gatedconv.optim import Muon, MuonWithAdam, muon_param_groups, orthogonalize
+
+from conftest import make_tiny_cifar
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (32, 64), (48, 48), (16, 3 * 3 * 3)])
+def test_orthogonalized_update_has_singular_values_near_one(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    g[:, 0] *= 30  # badly conditioned, as momentum buffers are
+    o = orthogonalize(g)
+    s, s_g = torch.linalg.svdvals(o.float()), torch.linalg.svdvals(g)
+    # five quintic steps lift every singular value that is not negligible (above 1% of the largest) into roughly
+    # [0.7, 1.2]; the iteration maps singular values monotonically, so the two lists pair up in sorted order
+    kept = s[s_g / s_g.max() > 0.01]
+    assert o.shape == g.shape and kept.min() > 0.6 and s.max() < 1.3, (s, s_g)
+    # the same singular vectors: o is close to U V^T of g
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    cos = torch.nn.functional.cosine_similarity(o.flatten().float(), (u @ vh).flatten(), dim=0)
+    assert cos > 0.95
+
+
+def test_muon_lowers_a_toy_loss_and_refuses_vectors():
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(16, 8) * 0.1)
+    x = torch.randn(256, 8)
+    target = x @ (0.3 * torch.randn(8, 16))  # the optimum: a matrix of spectral norm ~1.5
+    opt = Muon([w], lr=0.05)
+
+    def loss():
+        return ((x @ w.T - target) ** 2).mean()
+    start = loss().item()
+    for _ in range(50):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert loss().item() < 0.5 * start
+    b = nn.Parameter(torch.zeros(3))
+    b.grad = torch.ones(3)
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([b]).step()
+
+
+def test_muon_groups_leave_head_and_vectors_to_adam():
+    net = create_model("gatedconv", widths=(4, 8, 8, 8, 8), head_hidden=16)
+    muon, other = muon_param_groups(net)
+    head = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    assert all(p.ndim >= 2 for p in muon) and any(p is head.weight for p in other)
+    assert not any(p is head.weight for p in muon)
+    assert len(muon) + len(other) == sum(1 for p in net.parameters() if p.requires_grad)
+
+
+def test_muon_with_adam_state_survives_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+
+    def steps(model, opt, n):
+        for _ in range(n):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    a = copy.deepcopy(net)
+    opt_a = MuonWithAdam(*muon_param_groups(a), lr=1e-2, weight_decay=1e-4)
+    steps(a, opt_a, 6)
+    b = copy.deepcopy(net)
+    opt_b = MuonWithAdam(*muon_param_groups(b), lr=1e-2, weight_decay=1e-4)
+    steps(b, opt_b, 3)
+    torch.save({"model": b.state_dict(), "opt": opt_b.state_dict()}, tmp_path / "ck.pt")
+    state = torch.load(tmp_path / "ck.pt", weights_only=True)
+    c = copy.deepcopy(net)
+    c.load_state_dict(state["model"])
+    opt_c = MuonWithAdam(*muon_param_groups(c), lr=1e-2, weight_decay=1e-4)
+    opt_c.load_state_dict(state["opt"])
+    steps(c, opt_c, 3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), net.parameters()))
+
+
+def test_train_with_muon_resumes_bit_identically(tmp_path):
+    data = make_tiny_cifar(tmp_path / "d", n_per_batch=40, n_test=40)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    args = ["--epochs", "2", "--data-dir", str(data), "--opt", "muon", "--sched", "cosine", "--precision", "fp32",
+            "--compile", "off", "--model-kwargs", '{"widths": [4, 8, 8, 8, 8], "head_hidden": 16}',
+            "--batch-size", "20", "--eval-batch-size", "50"]
+
+    def train(out, *extra):
+        return subprocess.run([sys.executable, "-m", "gatedconv.testing", *extra, "--", *args, "--out", str(out)],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert train(tmp_path / "ref").returncode == 0
+    assert train(tmp_path / "run", "--fault", "kill@13").returncode == -9  # mid-epoch 2, one checkpoint on disk
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "trainf.py"), "--resume", str(tmp_path / "run")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["optimizer"] == "muon"
