@@ -9,6 +9,7 @@ activations, metrics summed on the device (no ``.item()`` per batch), and tensor
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -206,6 +207,7 @@ class _Loop:
     on_interrupt: Optional[Callable] = None
     metric_reduce: Optional[Callable[[list], list]] = None
     on_step: Optional[Callable[[int], None]] = None
+    epoch_started: float = 0.0  # perf_counter() at the start of the current epoch (its time survives a resume)
 
     @property
     def base_net(self) -> nn.Module:
@@ -272,7 +274,7 @@ def _train_epoch(loop: _Loop, train_iter, epoch: int, num_epochs: int, first: in
             if (i + 1) % loop.log_every == 0 or last:
                 _log_point(loop, metric, bad_step, epoch, i + 1, num_batches, history, bar)
             if loop.should_stop is not None and loop.should_stop() and not last:
-                _interrupt(loop, metric, bad_step, epoch, i + 1, history)
+                _interrupt(loop, metric, bad_step, epoch, i + 1, history, examples)
     finally:
         if bar is not None:
             bar.close()
@@ -295,12 +297,16 @@ def _log_point(loop: _Loop, metric: Accumulator, bad_step, epoch: int, step: int
         bar.set_postfix(loss=f"{ls / ns:.3f}", acc=f"{cs / ns:.3f}")
 
 
-def _interrupt(loop: _Loop, metric: Accumulator, bad_step, epoch: int, step: int, history: History) -> None:
-    """Stop mid-epoch: hand the partial sums to ``on_interrupt`` (the caller checkpoints), then raise."""
+def _interrupt(loop: _Loop, metric: Accumulator, bad_step, epoch: int, step: int, history: History,
+               examples: int) -> None:
+    """Stop mid-epoch: hand the partial sums (and the epoch's time and examples so far, so a resumed epoch
+    reports its whole time) to ``on_interrupt`` (the caller checkpoints), then raise."""
     if int(bad_step) >= 0:
         raise NonFiniteLossError(epoch, int(bad_step))
     state = {k: torch.as_tensor(v).detach().cpu()
              for k, v in zip(METRIC_NAMES, _reduced(metric, loop.metric_reduce, as_float=False))}
+    state["seconds"] = torch.tensor(time.perf_counter() - loop.epoch_started, dtype=torch.float64)
+    state["examples"] = torch.tensor(examples)
     if loop.on_interrupt is not None:
         loop.on_interrupt(epoch, step, state, history)
     raise TrainingInterrupted(epoch, step)
@@ -392,9 +398,12 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
         if hasattr(train_iter, "set_epoch"):
             _set_epoch(train_iter, epoch, first)
         timer.start()
-        metric, examples = _train_epoch(loop, train_iter, epoch, num_epochs, first,
-                                        partial if epoch == start_epoch else None, history)
+        loop.epoch_started = timer.tik
+        resumed = partial if epoch == start_epoch and first > 0 else None
+        metric, examples = _train_epoch(loop, train_iter, epoch, num_epochs, first, resumed, history)
         seconds = timer.stop()
+        if resumed and "seconds" in resumed:  # the part of the epoch before the interruption
+            seconds, examples = seconds + float(resumed["seconds"]), examples + int(resumed["examples"])
         total_examples += examples
         row = _end_epoch(loop, test_iter, epoch, len(train_iter), metric, topk, seconds, examples, eval_raw)
         history.epochs.append(row)

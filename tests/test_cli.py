@@ -157,6 +157,8 @@ def test_signal_checkpoints_mid_epoch_and_resumes_identically(finished_run, data
     assert "--resume" in line and "epoch 2, step 5" in line
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["step"]) == (1, 5)
+    # the epoch's time and examples so far travel with the checkpoint: the resumed epoch reports its whole time
+    assert state["partial"]["seconds"] > 0 and int(state["partial"]["examples"]) == 5 * 20
     p = run_cli(["--out", out, "--resume"], tmp_path)
     assert p.returncode == 0, p.stderr
     a, b = _weights(ref), _weights(out)
