@@ -211,8 +211,7 @@ def check_compiled_sum() -> dict:
 
 
 def _run(cmd: list, timeout: int) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)  # the installed package
     if p.returncode != 0:
         tail = [line for line in (p.stderr or p.stdout).splitlines() if line.strip()][-1:] or ["(no output)"]
         raise RuntimeError(f"exit {p.returncode}: {tail[0]}")

@@ -6,5 +6,4 @@
 #   bash benchmarks/gpu_check.sh                  (CIFAR10_DIR=/path/to/cifar10 to time the real data)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 exec "${PYTHON:-python}" "$root/benchmarks/gpu_check.py" "$@"

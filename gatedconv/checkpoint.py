@@ -22,7 +22,7 @@ from torch import nn
 from .models import create_model, is_model
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model", "Normalized", "CHECKPOINT_NAME",
-           "BEST_NAME", "plain", "convert_checkpoint"]
+           "BEST_NAME", "plain", "convert_checkpoint", "first_line"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"  # --keep-best: the weights of the epoch with the lowest held-out loss
@@ -79,11 +79,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
         atomic_write_bytes(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
         intact = "the previous checkpoint there is intact" if path.exists() else "no checkpoint was written yet"
-        reason = getattr(e, "strerror", None) or _first_line(e)
+        reason = getattr(e, "strerror", None) or first_line(e)
         raise CheckpointError(f"cannot write checkpoint {path} ({reason}); {intact}") from None
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         try:
             print(f"converted {convert_checkpoint(path)}")
         except Exception as e:  # a corrupt or foreign file: one line, whatever torch.load raised
-            print(f"error: {path}: {_first_line(e)}", file=sys.stderr)
+            print(f"error: {path}: {first_line(e)}", file=sys.stderr)
             return 1
     return 0
 

@@ -7,11 +7,10 @@ more seeds, and it trains only what is missing.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, plain
 from .rundir import CONFIG_NAME, FINAL_NAME, RunError, is_finished, read_json, write_json
 
 __all__ = ["GridError", "MUST_MATCH", "train_or_reuse", "run_grid"]
@@ -20,17 +19,12 @@ __all__ = ["GridError", "MUST_MATCH", "train_or_reuse", "run_grid"]
 MUST_MATCH = ("model", "epochs", "seed", "model_kwargs", "batch_size", "lr", "weight_decay", "optimizer",
               "momentum", "schedule", "augment", "label_smoothing", "precision", "validation", "first_1000",
               "cv_fold", "ema_decay", "temperature_anneal")
-# What a saved config that predates a field meant by it (runs from before the weight average evaluated the
-# live weights).
+# What a saved config without a field meant by it: a run without ema_decay evaluated the live weights.
 _MISSING_MEANS = {"ema_decay": 0.0}
 
 
 class GridError(RunError):
     """A grid cell whose directory holds a different run, or that did not finish; one line."""
-
-
-def _plain(v):
-    return json.loads(json.dumps(v))
 
 
 def _final_from_checkpoint(out: Path) -> None:
@@ -54,7 +48,7 @@ def train_or_reuse(cfg, print_fn: Callable = print) -> Path:
     saved = read_json(out / CONFIG_NAME)
     if saved is not None:
         for key in MUST_MATCH:
-            have, want = saved.get(key, _MISSING_MEANS.get(key)), _plain(getattr(cfg, key, None))
+            have, want = saved.get(key, _MISSING_MEANS.get(key)), plain(getattr(cfg, key, None))
             if have != want:
                 raise GridError(f"{out} holds a run with a different {key} ({have!r}, wanted {want!r}); use "
                                 "another output directory or move that run away")

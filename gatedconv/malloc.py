@@ -9,8 +9,8 @@ SGD; docs/results.md): 580,000-640,000 page faults and 1.4-1.5 s of kernel time 
 malloc/free, so this is the knob: serve big blocks from the heap (``M_MMAP_MAX = 0``) and never give freed
 heap back to the kernel (``M_TRIM_THRESHOLD`` at its maximum). The cost: the process keeps its peak memory.
 
-It changes a process-wide setting, so nothing calls it at import: the scripts (``scripts/trainf.py``,
-``scripts/speedrun.py``, ...) call it at start-up, and ``GATEDCONV_MALLOC=default`` in the environment turns it
+It changes a process-wide setting, so nothing calls it at import: the commands (``gatedconv-train``,
+``gatedconv-speedrun``, ... in ``gatedconv.cli``) call it at start-up, and ``GATEDCONV_MALLOC=default`` in the environment turns it
 off. Elsewhere than Linux with glibc it does nothing.
 """
 from __future__ import annotations

@@ -753,8 +753,8 @@ def study_verdict(R: Results) -> str:
         word = ("no measurable difference" if k.p >= 0.05 else "gating helps" if d > 0 else "gating hurts")
         parts.append(f"{label}: {d:+.2f} points (95% CI {lo:+.2f} to {hi:+.2f}, p = {k.p:.2f}; {word})")
     if not parts:
-        return (f"The {STUDY_EPOCHS}-epoch study is under way ({len(runs)} runs of {len(n)} variants recorded); "
-                "see [docs/research.md](docs/research.md).")
+        return (f"No {STUDY_EPOCHS}-epoch comparison yet: {len(runs)} run(s) of {len(n)} variant(s) recorded, and a "
+                "comparison needs two runs on each side; see [docs/research.md](docs/research.md#does-gating-pay).")
     seeds = min(len([r for r in runs if r["variant"] == v]) for v in n)
     return (f"At {STUDY_EPOCHS} epochs of the original recipe (at least {seeds} seeds per variant): "
             + "; ".join(parts) + ". Details: [docs/research.md](docs/research.md#does-gating-pay).")

@@ -22,8 +22,8 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import nn
 
-from .checkpoint import (BEST_NAME, CHECKPOINT_NAME, CheckpointError, Normalized, load_checkpoint, load_model,
-                         plain, save_checkpoint)
+from .checkpoint import (BEST_NAME, CHECKPOINT_NAME, CheckpointError, Normalized, first_line, load_checkpoint,
+                         load_model, plain, save_checkpoint)
 from .data import TensorBatches, load_cifar10
 from .ema import ModelEma
 from .kernels import compiled_sum
@@ -115,6 +115,9 @@ class RunConfig:
             if not (t0 > 0 and t1 > 0 and 0 < frac <= 1):
                 raise RunError(f"--temperature-anneal needs START > 0, END > 0 and 0 < FRACTION <= 1, got "
                                f"{tuple(self.temperature_anneal)}")
+            if t1 != self.model_kwargs.get("temperature", 1.0):  # the saved model is built with that temperature
+                raise RunError(f"--temperature-anneal must end at the model's temperature "
+                               f"({self.model_kwargs.get('temperature', 1.0)}), got END = {t1}")
         try:
             resolve_precision(self.precision, resolve_device(self.device))
         except ValueError as e:
@@ -160,13 +163,9 @@ def _make_scheduler(cfg: RunConfig, opt: torch.optim.Optimizer, steps_per_epoch:
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), "step"
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total), "step"
+        max_lr = [g["lr"] for g in opt.param_groups]  # each group its own peak (Muon's lr is not Adam's)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total), "step"
     return None, "epoch"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _wandb_run(cfg: RunConfig, resolved: dict, print_fn):
@@ -289,7 +288,7 @@ class _Run:
         try:
             net = create_model(cfg.model, **cfg.model_kwargs)
         except (ValueError, TypeError) as e:  # bad --model-kwargs, previt without weights, ...
-            raise RunError(f"cannot build model {cfg.model!r}: {_first_line(e)}") from None
+            raise RunError(f"cannot build model {cfg.model!r}: {first_line(e)}") from None
         if state is not None:
             self._load_weights(net, state)
         self.num_params = sum(p.numel() for p in net.parameters())
@@ -320,7 +319,7 @@ class _Run:
             net.load_state_dict(state.get("live_state", state["model_state"]))
         except Exception as e:
             raise RunError(f"{self.out / CHECKPOINT_NAME}: weights do not fit model {self.cfg.model!r} as "
-                           f"configured ({_first_line(e)})") from None
+                           f"configured ({first_line(e)})") from None
 
     def _restore(self, state: dict) -> None:
         try:
@@ -330,7 +329,7 @@ class _Run:
             if self.sched is not None and state.get("scheduler") is not None:
                 self.sched.load_state_dict(state["scheduler"])
         except Exception as e:
-            raise RunError(f"{self.out}: checkpoint training state does not fit ({_first_line(e)})") from None
+            raise RunError(f"{self.out}: checkpoint training state does not fit ({first_line(e)})") from None
         self.history = History.from_state_dict(state["history"])
         self.best.update(state.get("best") or {})
         if self.cfg.keep_best and self.rank == 0 and (self.out / BEST_NAME).exists():  # best.pt is written first
@@ -414,7 +413,7 @@ class _Run:
         the mean gate per class on (up to) 500 official test images."""
         self.tb.on_epoch_end(epoch, hist)
         if self.probe is not None and epoch + 1 == self.cfg.epochs:
-            model = Normalized(self._handed_out(), self.mean, self.std)
+            model = Normalized(self._handed_out(), self.mean, self.std).to(self.device)
             self.tb.log_gate_heatmap(model, *self.official_test, step=self.tb.step(epoch + 1), device=self.device,
                                      max_images=500)
 
@@ -531,7 +530,8 @@ class _Run:
         return final
 
     def _fp32_copy(self, net: nn.Module) -> nn.Module:
-        return Normalized(copy.deepcopy(net).to(memory_format=torch.contiguous_format), self.mean, self.std)
+        net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+        return Normalized(net, self.mean, self.std).to(self.device)  # buffers on the model's device
 
     def close(self) -> None:
         if self.world > 1:

@@ -102,5 +102,5 @@ def write_metrics(out: str | Path, rows: Iterable[Mapping]) -> None:
 def command_line() -> str:
     """The command that started this process, as a user would retype it (recorded in ``summary.json``)."""
     if not sys.argv or not sys.argv[0]:
-        return ""
+        return "python (interactive)"
     return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])

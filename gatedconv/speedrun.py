@@ -30,7 +30,7 @@ from einops import rearrange
 from torch import nn
 
 from .augment import FLIP_SEED_OFFSET, alternating_flip, batch_crop, epoch_generator, reflect_pad
-from .checkpoint import CHECKPOINT_NAME, plain, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, first_line, plain, save_checkpoint
 from .data import CIFAR10
 from .ema import LookaheadEMA, ema_decay
 from .flops import matmul_peak_flops, sync, training_step_flops
@@ -344,7 +344,7 @@ def _build(cfg: SpeedrunConfig, d: _Data, seed: int, plan: _Plan, n_train: int, 
     try:
         net = create_model(MODEL_NAME, **model_kwargs)
     except (TypeError, ValueError) as e:
-        raise SpeedrunError(f"cannot build {MODEL_NAME}: {str(e).strip().splitlines()[0]}") from None
+        raise SpeedrunError(f"cannot build {MODEL_NAME}: {first_line(e)}") from None
     resolved = plain({
         "model": MODEL_NAME, "model_kwargs": model_kwargs, "seed": seed, "speedrun": asdict(cfg),
         "mean": list(d.mean), "std": list(d.std), "num_params": net.num_params(), "device": str(plan.device),

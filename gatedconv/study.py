@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .checkpoint import atomic_write_text, plain
 from .rundir import read_json
 from .summary import make_record
 
@@ -190,8 +191,7 @@ def study_record(variant: str, run_dir: Path, command: str) -> dict:
 
 def _done(records: List[dict], variant: str, cfg) -> bool:
     """A record for this variant, seed, budget and network already exists in the results file."""
-    import json
-    want = json.loads(json.dumps(cfg.model_kwargs))
+    want = plain(cfg.model_kwargs)
     return any(r.get("variant") == variant and r.get("seed") == cfg.seed and r.get("epochs") == cfg.epochs
                and r.get("model_kwargs") == want and r.get("batch_size") == cfg.batch_size
                and r.get("first_1000") == cfg.first_1000 for r in records)
@@ -214,9 +214,7 @@ def run_study(cells: Sequence[Tuple[str, object]], results_path: str | Path, com
         run_dir = train_or_reuse(cfg, run_print_fn if run_print_fn is not None else print_fn)
         data["records"].append(study_record(variant, run_dir, command))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(dump_results(data))
-        tmp.replace(path)
+        atomic_write_text(path, dump_results(data))
     return data["records"]
 
 

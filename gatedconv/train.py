@@ -104,11 +104,16 @@ def autocast_context(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _set_epoch(train_iter, epoch: int, first: int) -> None:
+def _set_epoch(train_iter, epoch: int, first: int) -> bool:
+    """Tell the iterable which epoch (and step) comes; True when it then starts at step ``first`` itself."""
+    if not hasattr(train_iter, "set_epoch"):
+        return False
     try:
         train_iter.set_epoch(epoch, first)  # gatedconv.data.TensorBatches: resumable mid-epoch
+        return True
     except TypeError:
-        train_iter.set_epoch(epoch)  # e.g. a DistributedSampler-style iterable
+        train_iter.set_epoch(epoch)  # e.g. a DistributedSampler-style iterable: it starts at step 0
+        return False
 
 
 def predict(net: nn.Module, x: torch.Tensor, tta_level: int = 0) -> torch.Tensor:
@@ -208,6 +213,7 @@ class _Loop:
     metric_reduce: Optional[Callable[[list], list]] = None
     on_step: Optional[Callable[[int], None]] = None
     epoch_started: float = 0.0  # perf_counter() at the start of the current epoch (its time survives a resume)
+    before_resume: tuple = (0.0, 0)  # seconds and examples of the current epoch before it was interrupted
 
     @property
     def base_net(self) -> nn.Module:
@@ -241,7 +247,7 @@ def train_step(loop: _Loop, X: torch.Tensor, y: torch.Tensor):
 
 
 def _train_epoch(loop: _Loop, train_iter, epoch: int, num_epochs: int, first: int, partial: Optional[dict],
-                 history: History) -> tuple:
+                 history: History, resumable: bool) -> tuple:
     """The batches of one epoch from step ``first``; returns the metric sums and the number of examples.
     Raises NonFiniteLossError (checked every ``log_every`` steps, not per step: no sync per batch) and, after
     ``on_interrupt`` ran, TrainingInterrupted when ``should_stop()`` turns true."""
@@ -255,7 +261,6 @@ def _train_epoch(loop: _Loop, train_iter, epoch: int, num_epochs: int, first: in
         from tqdm.auto import tqdm
         bar = tqdm(total=num_batches, initial=first, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False,
                    dynamic_ncols=True)
-    resumable = hasattr(train_iter, "set_epoch")
     examples = 0
     try:
         for i, (X, y) in (enumerate(train_iter, start=first) if resumable else enumerate(train_iter)):
@@ -305,8 +310,9 @@ def _interrupt(loop: _Loop, metric: Accumulator, bad_step, epoch: int, step: int
         raise NonFiniteLossError(epoch, int(bad_step))
     state = {k: torch.as_tensor(v).detach().cpu()
              for k, v in zip(METRIC_NAMES, _reduced(metric, loop.metric_reduce, as_float=False))}
-    state["seconds"] = torch.tensor(time.perf_counter() - loop.epoch_started, dtype=torch.float64)
-    state["examples"] = torch.tensor(examples)
+    seconds, before = time.perf_counter() - loop.epoch_started, loop.before_resume
+    state["seconds"] = torch.tensor(seconds + before[0], dtype=torch.float64)
+    state["examples"] = torch.tensor(examples + before[1])
     if loop.on_interrupt is not None:
         loop.on_interrupt(epoch, step, state, history)
     raise TrainingInterrupted(epoch, step)
@@ -395,16 +401,16 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
     for epoch in range(start_epoch, num_epochs):
         net.train()
         first = start_step if epoch == start_epoch else 0
-        if hasattr(train_iter, "set_epoch"):
-            _set_epoch(train_iter, epoch, first)
+        resumable = _set_epoch(train_iter, epoch, first)
         timer.start()
         loop.epoch_started = timer.tik
         resumed = partial if epoch == start_epoch and first > 0 else None
-        metric, examples = _train_epoch(loop, train_iter, epoch, num_epochs, first, resumed, history)
+        loop.before_resume = ((float(resumed["seconds"]), int(resumed["examples"])) if resumed and "seconds" in resumed
+                              else (0.0, 0))
+        metric, examples = _train_epoch(loop, train_iter, epoch, num_epochs, first, resumed, history, resumable)
         seconds = timer.stop()
-        if resumed and "seconds" in resumed:  # the part of the epoch before the interruption
-            seconds, examples = seconds + float(resumed["seconds"]), examples + int(resumed["examples"])
-        total_examples += examples
+        total_examples += examples  # this process's work: the speed line divides by this process's time
+        seconds, examples = seconds + loop.before_resume[0], examples + loop.before_resume[1]  # the whole epoch
         row = _end_epoch(loop, test_iter, epoch, len(train_iter), metric, topk, seconds, examples, eval_raw)
         history.epochs.append(row)
         if not quiet:

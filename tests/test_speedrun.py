@@ -1,4 +1,4 @@
-"""gatedconv.fast (the airbench94-style recipe), the gatedconv_fast model and scripts/speedrun.py, on tiny tensors
+"""gatedconv.speedrun (the airbench94-style recipe), the gatedconv_fast model and scripts/speedrun.py, on tiny tensors
 and tiny generated data only."""
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _smooth_images(n: int, seed: int = 0, channels: int = 3) -> torch.Tensor:
 
 
 def _patches(x: torch.Tensor, k: int = 2) -> torch.Tensor:
-    """All k x k patches as rows in (C, kh, kw) order, written independently of gatedconv.fast."""
+    """All k x k patches as rows in (C, kh, kw) order, written independently of gatedconv.speedrun."""
     n, c, h, w = x.shape
     rows = [x[:, :, i:i + k, j:j + k].reshape(n, c * k * k) for i in range(h - k + 1) for j in range(w - k + 1)]
     return torch.cat(rows).double()

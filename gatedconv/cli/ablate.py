@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", default=None, choices=["auto", "on", "off"])
     p.add_argument("--device", default=None)
     p.add_argument("--ema-decay", type=float, default=None,
-                   help="weight average evaluated (default: the harness default; 0 = live weights, as every run "
-                        "made before the harness had the average)")
+                   help="weight average evaluated (default: the harness default; 0 = the live weights, as the "
+                        "original recipe evaluated)")
     p.add_argument("--validation", action="store_true", help="evaluate on 5,000 held-out training images")
     p.add_argument("--first-1000", action="store_true", help="train/test on the first 1,000 images only")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch lines")

@@ -8,7 +8,7 @@ Each argument is a speedrun ``--out`` folder (its ``seed<S>/`` directories are r
 A row per folder: what its config changes against the baseline's, the seeds, test accuracy with TTA and
 without (mean +- std over the seeds), the difference to the baseline on the *same* seeds (so a one-seed
 ablation is compared with the baseline's run of that seed, not with its mean), seconds per run and per
-training step, the training FLOP/s as a share of the bf16 matmul peak measured in the same process (the speed
+training step, the training FLOP/s as a share of the square-matmul peak (the fastest dtype) measured in the same process (the speed
 figure that compares across days on a host whose speed moves), and the time to the run's target accuracy. It
 only reads JSON (a few seconds, mostly importing the package), so it can run beside a timed job.
 

@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (else $CIFAR10_DIR, else ./data)")
     p.add_argument("--out", "--output", dest="out", default="runs/study", help="parent of the run directories")
-    p.add_argument("--results", default="results/gating_study.json",
-                   help="results file the run records are appended to (default results/gating_study.json)")
+    p.add_argument("--results", default=None,
+                   help="results file the run records are appended to (default results/gating_study.json; with "
+                        "--first-1000: OUT/study.json, so a quick look never mixes with the published records)")
     p.add_argument("--matched-widths", default=None, help="five widths of the cost-matched plain network, e.g. "
                    "24,48,96,192,384 (default: the recorded calibration, else calibrate now)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gatedconv.malloc import keep_freed_memory
     keep_freed_memory()  # big activations reuse heap memory instead of faulting in fresh pages (gatedconv/malloc.py)
-    from gatedconv.checkpoint import CheckpointError
+    from gatedconv.checkpoint import CheckpointError, atomic_write_text
     from gatedconv.data import DataError
     from gatedconv.report import dump_results
     from gatedconv.rundir import RunError, command_line, read_json
@@ -87,13 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     say = print
     try:
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-        seeds, path = _ints(args.seeds, "--seeds"), Path(args.results)
+        default = Path(args.out) / "study.json" if args.first_1000 else Path("results/gating_study.json")
+        seeds, path = _ints(args.seeds, "--seeds"), Path(args.results) if args.results else default
         data = read_json(path) or {"about": "gatedconv-study: the gating study (docs/research.md)", "records": []}
         n_before = len(data["records"])
         widths = _matched_widths(args, data["records"], say) if "plain_matched" in variants else None
         if len(data["records"]) != n_before:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(dump_results(data))
+            atomic_write_text(path, dump_results(data))
         base = {k: getattr(args, k) for k in ("batch_size", "eval_batch_size", "precision", "compile", "device")
                 if getattr(args, k) is not None}
         base["first_1000"] = args.first_1000
@@ -101,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         records = run_study(cells, path, command_line(), print_fn=say,
                             run_print_fn=(lambda *a, **k: None) if args.quiet else say)
     except (RunInterrupted, KeyboardInterrupt) as e:
-        print(f"{e or 'interrupted'}; run the same command again to continue", file=sys.stderr)
+        print(f"{str(e) or 'interrupted'}; run the same command again to continue", file=sys.stderr)
         return 130
     except (StudyError, RunError, DataError, CheckpointError, NonFiniteLossError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for c in comparisons([r for r in records if r.get("epochs") == args.epochs]):
+    same = [r for r in records if r.get("epochs") == args.epochs and r.get("first_1000") == args.first_1000
+            and r.get("batch_size") == (args.batch_size or 128)]  # only runs of this budget are compared
+    for c in comparisons(same):
         k = c["comparison"]
         say(f"{c['variant']} - {c['against']}: {k.diff:+.2f} points (95% CI {k.low:+.2f} to {k.high:+.2f}, "
             f"p = {k.p:.3f}, n = {k.n_a}/{k.n_b}): {c['verdict']}")
