@@ -12,7 +12,7 @@ from torch import nn
 if TYPE_CHECKING:
     from .speedrun import SpeedrunConfig
 
-__all__ = ["lr_factor", "build_optimizer", "orthogonalize", "Muon", "MuonWithAdam", "muon_param_groups"]
+__all__ = ["lr_factor", "build_optimizer", "orthogonalize", "Muon", "MuonWithAdam", "MuonWithSGD", "muon_param_groups"]
 
 
 def lr_factor(step: int, total_steps: int, warmup_frac: float = 0.23, start: float = 0.2, end: float = 0.07) -> float:
@@ -26,7 +26,7 @@ def lr_factor(step: int, total_steps: int, warmup_frac: float = 0.23, start: flo
     return (1 - f) + end * f
 
 
-def build_optimizer(model: nn.Module, cfg: "SpeedrunConfig") -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, cfg: "SpeedrunConfig") -> torch.optim.Optimizer:
     """Nesterov SGD on a summed loss, with airbench94's decoupled hyperparameters turned into PyTorch's.
 
     Decoupled form (airbench94, after Page's "How to train your ResNet 5"): ``cfg.lr`` is the step size per 1024
@@ -39,6 +39,9 @@ def build_optimizer(model: nn.Module, cfg: "SpeedrunConfig") -> torch.optim.SGD:
     * ``whiten_bias``: the whitening stem's bias (frozen after ``whiten_bias_epochs`` by the train loop);
     * ``other``: everything else that trains - path kernels, gates, the head. (BatchNorm scales and the
       whitening weight do not train: ``requires_grad`` is False.)
+
+    With ``cfg.optimizer == "muon"`` the path kernels (4-D filters) leave ``other`` for a :class:`Muon` group at
+    ``cfg.muon_lr`` / ``cfg.muon_momentum`` (:class:`MuonWithSGD`: one optimiser, one schedule).
     """
     m = cfg.momentum
     kilostep_scale = 1024 * (1 + 1 / (1 - m))
@@ -55,7 +58,17 @@ def build_optimizer(model: nn.Module, cfg: "SpeedrunConfig") -> torch.optim.SGD:
     groups = [dict(params=bn_bias, lr=lr_bias, weight_decay=decay / lr_bias, name="bn_bias"),
               dict(params=whiten_bias, lr=lr, weight_decay=decay / lr, name="whiten_bias"),
               dict(params=other, lr=lr, weight_decay=decay / lr, name="other")]
-    opt = torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=m, nesterov=True)
+    if getattr(cfg, "optimizer", "sgd") == "muon":
+        # the convolution filters to Muon (its update ignores the loss's scale, so the summed loss needs no
+        # rescaling); gates, head and biases keep their SGD groups
+        filters = [p for p in other if p.ndim == 4]
+        groups[-1]["params"] = [p for p in other if p.ndim != 4]
+        groups = [dict(g, momentum=m, nesterov=True, muon=False) for g in groups]
+        groups.append(dict(params=filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
+                           weight_decay=0.0, muon=True, name="muon"))
+        opt = MuonWithSGD(groups)
+    else:
+        opt = torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=m, nesterov=True)
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
     return opt
@@ -190,3 +203,30 @@ class MuonWithAdam(Muon):
             if group["weight_decay"] and group["decoupled"]:
                 p.mul_(1 - group["lr"] * group["weight_decay"])
             p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - beta1 ** t))
+
+
+class MuonWithSGD(Muon):
+    """:class:`Muon` on the groups marked ``muon=True``, Nesterov SGD (``torch.optim.SGD``'s update: coupled weight
+    decay, ``buf <- m buf + g``, step ``g + m buf``) on the others; every group carries its own ``lr``,
+    ``momentum`` and ``weight_decay``. The fast recipe's ``--opt muon``: Muon on the convolution filters, its
+    decoupled SGD groups for the rest."""
+
+    def __init__(self, groups: list) -> None:
+        torch.optim.Optimizer.__init__(self, [g for g in groups if g["params"]],
+                                       dict(momentum=0.9, nesterov=True, ns_steps=5, weight_decay=0.0, muon=False))
+
+    def _update(self, group: dict) -> None:
+        if group["muon"]:
+            _muon_update(group, self.state)
+            return
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+            st = self.state[p]
+            if "momentum_buffer" not in st:
+                st["momentum_buffer"] = g.clone()  # torch.optim.SGD's first step: the buffer is the gradient
+            else:
+                st["momentum_buffer"].mul_(group["momentum"]).add_(g)
+            step = g.add(st["momentum_buffer"], alpha=group["momentum"]) if group["nesterov"] else st["momentum_buffer"]
+            p.add_(step, alpha=-group["lr"])

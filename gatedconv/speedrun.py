@@ -67,6 +67,11 @@ class SpeedrunConfig:
     momentum: float = 0.85  # momentum (Nesterov)
     weight_decay: float = 0.0153  # weight_decay per 1024 examples, decoupled from the lr
     bias_scaler: float = 64.0  # bias_scaler: lr multiplier (not wd) for BatchNorm biases
+    # --- optimiser of the convolution filters (ours): "sgd" as airbench94, or "muon" as airbench94_muon, whose
+    # published filter settings (lr 0.24, momentum 0.6, Nesterov) are the defaults; the rest stays SGD above
+    optimizer: str = "sgd"
+    muon_lr: float = 0.24
+    muon_momentum: float = 0.6
     label_smoothing: float = 0.2  # label_smoothing
     whiten_bias_epochs: int = 3  # whiten_bias_epochs: train the whitening bias for this many epochs, then freeze
     # --- lr schedule: airbench94 main() get_lr: linear 0.2 -> 1 over the first 23% of steps, then 1 -> 0.07
@@ -119,6 +124,9 @@ class SpeedrunConfig:
             raise SpeedrunError(f"tta level must be 0, 1 or 2, got {self.tta_level}")
         if self.translate < 0 or self.whiten_images < 1 or self.ema_every < 1:
             raise SpeedrunError("translate must be >= 0, whiten_images and ema_every >= 1")
+        if self.optimizer not in ("sgd", "muon") or not self.muon_lr > 0 or not 0 <= self.muon_momentum < 1:
+            raise SpeedrunError(f"optimizer must be sgd or muon (muon_lr > 0, 0 <= muon_momentum < 1), got "
+                                f"{self.optimizer!r}, {self.muon_lr}, {self.muon_momentum}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise SpeedrunError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         if "stem" in self.model_kwargs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from gatedconv import create_model
-from gatedconv.optim import Muon, MuonWithAdam, muon_param_groups, orthogonalize
+from gatedconv.optim import Muon, MuonWithAdam, MuonWithSGD, muon_param_groups, orthogonalize
 
 from conftest import make_tiny_cifar
 
@@ -114,3 +115,38 @@ def test_train_with_muon_resumes_bit_identically(tmp_path):
     b = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
     assert json.loads((tmp_path / "run" / "config.json").read_text())["optimizer"] == "muon"
+
+
+def test_muon_with_sgd_matches_torch_sgd_on_its_sgd_groups():
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 3)
+    ref = copy.deepcopy(lin)
+    x, y = torch.randn(32, 6), torch.randn(32, 3)
+    ours = MuonWithSGD([dict(params=list(lin.parameters()), lr=0.1, momentum=0.85, nesterov=True,
+                             weight_decay=1e-3, muon=False)])
+    theirs = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.85, nesterov=True, weight_decay=1e-3)
+    for _ in range(5):
+        for net, opt in ((lin, ours), (ref, theirs)):
+            opt.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+            opt.step()
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(lin.parameters(), ref.parameters()))
+
+
+def test_fast_recipe_with_muon_puts_filters_on_muon_and_trains(tmp_path):
+    from gatedconv.data import load_cifar10
+    from gatedconv.optim import build_optimizer
+    from gatedconv.speedrun import SpeedrunConfig, speedrun
+
+    cfg = SpeedrunConfig(epochs=1, batch_size=25, eval_batch_size=20, whiten_images=50, precision="fp32",
+                         model_kwargs={"widths": [8, 16, 16]}, measure_flops=False, optimizer="muon")
+    net = create_model("gatedconv_fast", widths=(8, 16, 16))
+    opt = build_optimizer(net, cfg)
+    muon = [g for g in opt.param_groups if g["muon"]]
+    assert len(muon) == 1 and muon[0]["params"] and all(p.ndim == 4 for p in muon[0]["params"])
+    assert muon[0]["lr"] == muon[0]["base_lr"] == 0.24 and muon[0]["momentum"] == 0.6
+    assert all(p.ndim != 4 for g in opt.param_groups if not g["muon"] for p in g["params"])
+    data = load_cifar10(str(make_tiny_cifar(tmp_path / "d", n_per_batch=20, n_test=20)))
+    r = speedrun(cfg, data, 0, tmp_path / "run", print_fn=None)
+    assert math.isfinite(r["acc"]) and json.loads((tmp_path / "run" / "config.json").read_text())["speedrun"][
+        "optimizer"] == "muon"

@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help="lr per 1024 examples (decoupled)")
+    p.add_argument("--opt", "--optimizer", dest="optimizer", default=d.optimizer, choices=["sgd", "muon"],
+                   help="optimiser of the convolution filters: sgd (airbench94) or muon (Muon, as airbench94_muon); "
+                        "biases, gates and the head stay on SGD")
+    p.add_argument("--muon-lr", type=float, default=d.muon_lr, help=f"Muon's lr (default {d.muon_lr})")
+    p.add_argument("--muon-momentum", type=float, default=d.muon_momentum,
+                   help=f"Muon's momentum (default {d.muon_momentum})")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="decay per 1024 examples (decoupled)")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--tta", type=int, default=d.tta_level, choices=[0, 1, 2],
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         whiten=args.whiten, ema=args.ema, flip=args.flip, translate=args.translate,
         whiten_images=args.whiten_images, eval_every_epoch=args.eval_every_epoch, model_kwargs=kw,
         device=args.device, precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-        compile_sum=args.compile_sum, measure_flops=args.measure_flops,
+        compile_sum=args.compile_sum, measure_flops=args.measure_flops, optimizer=args.optimizer,
+        muon_lr=args.muon_lr, muon_momentum=args.muon_momentum,
     )
     out = Path(args.out or f"runs/speedrun-{time.strftime('%Y%m%d-%H%M%S')}")
     progress = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, file=sys.stderr, flush=True))
