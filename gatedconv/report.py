@@ -703,7 +703,7 @@ def table_study(R: Results) -> str:
     for name, recs in by_variant(runs).items():
         flops = stat(recs, "train_flops")
         rows.append((recs, (f"`{name}`", VARIANTS[name].description, _seeds(recs), f"{recs[0]['params']:,}",
-                            num(flops.mean / 1e15, 1), fmt_stat(stat(recs, "s_per_epoch"), 1),
+                            num(flops.mean / 1e15, 3), fmt_stat(stat(recs, "s_per_epoch"), 1),
                             fmt_stat(stat(recs, "acc_pct"), 2, "%"))))
     return provenance_table(["variant", "what", "seeds", "parameters", "training PFLOPs", "s per epoch",
                              "test accuracy (mean ± std)"], rows, "llrrrrr")
@@ -744,11 +744,13 @@ def study_verdict(R: Results) -> str:
     parts = []
     for (v, against), label in ((("constant", "relu"), "the ReLU gate against no gating (constant gate)"),
                                 (("relu", "plain_matched"), "the ReLU-gated network against a plain one of equal cost")):
-        c = comps.get((v, against))
+        c, sign = comps.get((v, against)), 1
+        if c is None:  # the comparison may be stored the other way round
+            c, sign = comps.get((against, v)), -1
         if c is None:
             continue
         k = c["comparison"]
-        sign = -1 if v == "constant" else 1  # read as "gating minus its control"
+        sign = -sign if v == "constant" else sign  # read as "gating minus its control"
         d, lo, hi = sign * k.diff, min(sign * k.low, sign * k.high), max(sign * k.low, sign * k.high)
         word = ("no measurable difference" if k.p >= 0.05 else "gating helps" if d > 0 else "gating hurts")
         parts.append(f"{label}: {d:+.2f} points (95% CI {lo:+.2f} to {hi:+.2f}, p = {k.p:.2f}; {word})")

@@ -251,8 +251,8 @@ def comparisons(records: Sequence[dict]) -> List[dict]:
         if len(groups.get(against, [])) < 2:
             continue
         for name, rs in groups.items():
-            if name == against or len(rs) < 2:
-                continue
+            if name == against or len(rs) < 2 or any(c["variant"] == against and c["against"] == name for c in out):
+                continue  # itself, too few runs, or the mirror of a comparison already made
             c = welch([r["acc_pct"] for r in rs], [r["acc_pct"] for r in groups[against]])
             out.append({"variant": name, "against": against, "comparison": c, "verdict": verdict(c)})
     return out

@@ -122,7 +122,8 @@ def test_study_report_tables_render(tmp_path):
     R = report.Results(report.load_results(root))
     assert "`constant`" in report.table_study(R) and "85.30 ± 0.20%" in report.table_study(R)
     comps = report.table_study_comparisons(R)
-    assert "`constant` - `relu`" in comps and "`relu` - `plain_matched`" in comps and "hurts" in comps
+    assert "`constant` - `relu`" in comps and "`plain_matched` - `relu`" in comps and "hurts" in comps
+    assert "`relu` - `plain_matched`" not in comps  # a mirror of a comparison is not repeated
     verdict = report.study_verdict(R)
     assert "at least 3 seeds" in verdict and "gating hurts" in verdict
     assert report.figure_study(R, tmp_path / "study.png").stat().st_size > 0
