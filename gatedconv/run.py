@@ -401,11 +401,11 @@ class _Run:
         if self.rank != 0 or not cfg.tensorboard:
             return None
         from .tensorboard import TensorBoardAnimator
-        from .train import _default_animator
+        from .train import default_animator
         log_dir = Path(cfg.tensorboard) if isinstance(cfg.tensorboard, str) else self.out / "tensorboard"
         if isinstance(cfg.tensorboard, str) and cfg.cv_fold is not None:
             log_dir = log_dir / f"fold{cfg.cv_fold[0]}"
-        inner = _default_animator(cfg.epochs, str(self.out / "curve.png"), self.history)
+        inner = default_animator(cfg.epochs, str(self.out / "curve.png"), self.history)
         return TensorBoardAnimator(log_dir, inner=inner, steps_per_epoch=len(self.train_iter))
 
     def _log_tensorboard(self, epoch: int, hist: History) -> None:

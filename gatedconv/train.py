@@ -318,9 +318,9 @@ def _interrupt(loop: _Loop, metric: Accumulator, bad_step, epoch: int, step: int
     raise TrainingInterrupted(epoch, step)
 
 
-def _default_animator(num_epochs: int, figure_path: Optional[str], history: History) -> Animator:
-    animator = Animator(xlabel="epoch", xlim=[0, num_epochs], ylim=[0, 1.0],
-                        legend=["train loss", "train acc", "test acc"], figsize=(5, 3.5), path=figure_path)
+def default_animator(num_epochs: int, figure_path: Optional[str], history: History) -> Animator:
+    """``trainf``'s own figure (``Animator.for_training``) with what a resumed run already had redrawn."""
+    animator = Animator.for_training(num_epochs, figure_path)
     for r in history.iters:  # redraw what a resumed run already had
         animator.add(r["x"], (r["train_loss"], r["train_acc"], None))
     for e in history.epochs:
@@ -394,7 +394,7 @@ def trainf(net: nn.Module, train_iter, test_iter, loss: Callable, num_epochs: in
                 m.to(memory_format=torch.channels_last)
     own_animator = animator == "auto"
     loop = _Loop(net, loss, optimizer, device, dtype, channels_last, scheduler, scheduler_per, grad_scaler, ema,
-                 _default_animator(num_epochs, figure_path, history) if own_animator else animator, log_every,
+                 default_animator(num_epochs, figure_path, history) if own_animator else animator, log_every,
                  _is_tty() if progress is None else progress, should_stop, on_interrupt, metric_reduce, on_step)
     timer, total_examples = Timer(sync=torch.cuda.synchronize if device.type == "cuda" else None), 0
     timer.times.clear()

@@ -13,7 +13,7 @@ from torch import nn
 from gatedconv import create_model, trainf
 from gatedconv.data import TensorBatches, load_cifar10
 from gatedconv.plot import Animator, in_notebook
-from gatedconv.train import History, _default_animator
+from gatedconv.train import History, default_animator
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = dict(widths=(4, 8, 8, 8, 8), head_hidden=16)
@@ -50,7 +50,7 @@ def _trained_points(an: Animator) -> Animator:
 
 
 @pytest.mark.parametrize("make", [lambda: Animator.for_training(2, live=False),
-                                  lambda: _default_animator(2, None, History())],
+                                  lambda: default_animator(2, None, History())],
                          ids=["for_training", "trainf_default"])
 def test_loss_has_its_own_unclipped_axis(make):
     an = _trained_points(make())
