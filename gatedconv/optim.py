@@ -12,13 +12,14 @@ from torch import nn
 if TYPE_CHECKING:
     from .speedrun import SpeedrunConfig
 
-__all__ = ["lr_factor", "build_optimizer", "orthogonalize", "Muon", "MuonWithAdam", "MuonWithSGD", "muon_param_groups"]
+__all__ = ["lr_factor", "group_lr_factor", "build_optimizer", "orthogonalize", "Muon", "MuonWithAdam", "MuonWithSGD",
+           "muon_param_groups"]
 
 
 def lr_factor(step: int, total_steps: int, warmup_frac: float = 0.23, start: float = 0.2, end: float = 0.07) -> float:
     """airbench94's triangular schedule: linear ``start -> 1`` over the first ``warmup_frac`` of the steps, then
     linear ``1 -> end`` to the last step."""
-    warm = int(total_steps * warmup_frac)
+    warm = int(total_steps * warmup_frac)  # 0: no warm-up, a linear fall 1 -> end (airbench94_muon)
     if step < warm:
         f = step / warm
         return start * (1 - f) + f
@@ -26,52 +27,76 @@ def lr_factor(step: int, total_steps: int, warmup_frac: float = 0.23, start: flo
     return (1 - f) + end * f
 
 
+def _param_split(model: nn.Module) -> dict:
+    """The trainable parameters by role: ``bn_bias`` (BatchNorm biases), ``whiten_bias`` (the whitening stem's
+    bias, when its weight is frozen), ``head`` (the classifier ``model.head``), ``other`` (filters, gates, the rest).
+    BatchNorm scales and the whitening weight do not train (``requires_grad`` is False) and are left out."""
+    bn_bias = [mod.bias for mod in model.modules()
+               if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.bias is not None and mod.bias.requires_grad]
+    stem, head = getattr(model, "stem", None), getattr(model, "head", None)
+    whiten_bias = ([stem.bias] if stem is not None and stem.bias is not None and not stem.weight.requires_grad
+                   else [])
+    head_params = [p for p in head.parameters() if p.requires_grad] if isinstance(head, nn.Module) else []
+    taken = {id(p) for p in bn_bias + whiten_bias + head_params}
+    other = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+    return {"bn_bias": bn_bias, "whiten_bias": whiten_bias, "head": head_params, "other": other}
+
+
 def build_optimizer(model: nn.Module, cfg: "SpeedrunConfig") -> torch.optim.Optimizer:
-    """Nesterov SGD on a summed loss, with airbench94's decoupled hyperparameters turned into PyTorch's.
+    """Nesterov SGD on a summed loss (and Muon on the convolution filters with ``cfg.optimizer == "muon"``).
 
-    Decoupled form (airbench94, after Page's "How to train your ResNet 5"): ``cfg.lr`` is the step size per 1024
-    examples, independent of momentum, and ``cfg.weight_decay`` the decay per 1024 examples, independent of the
-    lr. With Nesterov momentum m, steady gradients give steps 1 + 1 / (1 - m) times the gradient, so PyTorch's lr
-    is ``cfg.lr / (1024 (1 + 1 / (1 - m)))``; PyTorch multiplies its weight decay by the lr, so it is given as
-    ``decay / lr`` per group. Groups (each keeps its undecayed ``base_lr`` for the schedule):
+    Groups (each keeps its undecayed ``base_lr`` for the schedule, and its ``name``): ``bn_bias``,
+    ``whiten_bias`` (frozen after ``whiten_bias_epochs`` by the train loop), ``head``, ``other`` (gates and, with
+    SGD, the path kernels) and, with Muon, ``muon`` (every trained 4-D filter, at ``cfg.muon_lr`` /
+    ``cfg.muon_momentum``, ``cfg.muon_ns_steps`` Newton-Schulz steps, ``cfg.muon_normalize``; no weight decay).
 
-    * ``bn_bias``: BatchNorm biases, lr x ``bias_scaler`` (64), the same absolute decay;
-    * ``whiten_bias``: the whitening stem's bias (frozen after ``whiten_bias_epochs`` by the train loop);
-    * ``other``: everything else that trains - path kernels, gates, the head. (BatchNorm scales and the
-      whitening weight do not train: ``requires_grad`` is False.)
+    ``cfg.lr_form == "decoupled"`` (airbench94, after Page's "How to train your ResNet 5"): ``cfg.lr`` is the
+    step size per 1024 examples, independent of momentum, and ``cfg.weight_decay`` the decay per 1024 examples,
+    independent of the lr. With Nesterov momentum m, steady gradients give steps 1 + 1 / (1 - m) times the
+    gradient, so PyTorch's lr is ``cfg.lr / (1024 (1 + 1 / (1 - m)))``, times ``bias_scaler`` (64) for the
+    BatchNorm biases; PyTorch multiplies its weight decay by the lr, so it is given as ``decay / lr`` per group.
 
-    With ``cfg.optimizer == "muon"`` the path kernels (4-D filters) leave ``other`` for a :class:`Muon` group at
-    ``cfg.muon_lr`` / ``cfg.muon_momentum`` (:class:`MuonWithSGD`: one optimiser, one schedule).
+    ``cfg.lr_form == "direct"`` (airbench94_muon): PyTorch lrs for the summed loss, ``cfg.bias_lr`` for both
+    kinds of bias and ``cfg.head_lr`` for the head, and a decay per step of ``cfg.decay_per_example`` times the
+    batch size. Gates (which airbench94_muon does not have) keep the decoupled form's lr: the rate the gated fast
+    recipe was tuned with.
     """
     m = cfg.momentum
     kilostep_scale = 1024 * (1 + 1 / (1 - m))
     lr = cfg.lr / kilostep_scale
-    decay = cfg.weight_decay * cfg.batch_size / kilostep_scale  # per step, in units of the weights
-    lr_bias = lr * cfg.bias_scaler
-    bn_bias = [mod.bias for mod in model.modules()
-               if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.bias is not None and mod.bias.requires_grad]
-    stem = getattr(model, "stem", None)
-    whiten_bias = ([stem.bias] if stem is not None and stem.bias is not None and not stem.weight.requires_grad
-                   else [])
-    taken = {id(p) for p in bn_bias + whiten_bias}
-    other = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    groups = [dict(params=bn_bias, lr=lr_bias, weight_decay=decay / lr_bias, name="bn_bias"),
-              dict(params=whiten_bias, lr=lr, weight_decay=decay / lr, name="whiten_bias"),
-              dict(params=other, lr=lr, weight_decay=decay / lr, name="other")]
-    if getattr(cfg, "optimizer", "sgd") == "muon":
+    if cfg.lr_form == "direct":
+        decay = cfg.decay_per_example * cfg.batch_size  # per step, in units of the weights
+        rates = {"bn_bias": cfg.bias_lr, "whiten_bias": cfg.bias_lr, "head": cfg.head_lr, "other": lr}
+    else:
+        decay = cfg.weight_decay * cfg.batch_size / kilostep_scale
+        rates = {"bn_bias": lr * cfg.bias_scaler, "whiten_bias": lr, "head": lr, "other": lr}
+    split = _param_split(model)
+    filters = [p for p in split["other"] if p.ndim == 4] if cfg.optimizer == "muon" else []
+    if filters:
+        split["other"] = [p for p in split["other"] if p.ndim != 4]
+    groups = [dict(params=params, lr=rates[name], weight_decay=decay / rates[name], momentum=m, nesterov=True,
+                   muon=False, name=name) for name, params in split.items()]
+    if cfg.optimizer == "muon":
         # the convolution filters to Muon (its update ignores the loss's scale, so the summed loss needs no
-        # rescaling); gates, head and biases keep their SGD groups
-        filters = [p for p in other if p.ndim == 4]
-        groups[-1]["params"] = [p for p in other if p.ndim != 4]
-        groups = [dict(g, momentum=m, nesterov=True, muon=False) for g in groups]
+        # rescaling); gates, head and biases keep their SGD groups: one optimiser, one schedule
         groups.append(dict(params=filters, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=True,
-                           weight_decay=0.0, muon=True, name="muon"))
+                           weight_decay=0.0, muon=True, ns_steps=cfg.muon_ns_steps, normalize=cfg.muon_normalize,
+                           name="muon"))
         opt = MuonWithSGD(groups)
     else:
         opt = torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=m, nesterov=True)
     for g in opt.param_groups:
         g["base_lr"] = g["lr"]
     return opt
+
+
+def group_lr_factor(group: dict, step: int, total_steps: int, cfg: "SpeedrunConfig", steps_per_epoch: int) -> float:
+    """The schedule's factor for one param group at ``step``: :func:`lr_factor` for every group, except the
+    whitening bias with ``cfg.whiten_bias_lr_decay`` (airbench94_muon), whose lr falls linearly to 0 over the
+    ``whiten_bias_epochs`` it trains."""
+    if cfg.whiten_bias_lr_decay and group.get("name") == "whiten_bias":
+        return max(0.0, 1 - step / max(cfg.whiten_bias_epochs * steps_per_epoch, 1))
+    return lr_factor(step, total_steps, cfg.warmup_frac, cfg.lr_start, cfg.lr_end)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -107,6 +132,10 @@ def _muon_update(group: dict, state) -> None:
         buf = st["momentum_buffer"]
         buf.mul_(group["momentum"]).add_(p.grad)
         g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+        if group.get("normalize"):  # airbench94_muon: hold each filter bank at norm sqrt(C_out)
+            norm = p.norm()
+            if norm > 0:  # a zero-initialised bank (the gated network's extra paths) starts from its first update
+                p.mul_(len(p) ** 0.5 / norm)
         update = orthogonalize(g.reshape(len(g), -1), group["ns_steps"]).view_as(p)
         scale = max(1.0, update.shape[0] / update[0].numel()) ** 0.5
         if group["weight_decay"]:
@@ -121,19 +150,21 @@ class Muon(torch.optim.Optimizer):
     Per parameter: ``buf <- momentum * buf + grad``; the update direction is ``grad + momentum * buf`` (Nesterov)
     or ``buf``, reshaped to 2-D (a filter bank (C_out, C_in, k, k) becomes (C_out, C_in k k)), orthogonalised
     (:func:`orthogonalize`) and scaled by ``sqrt(max(1, rows / cols))`` so tall and wide matrices take steps of
-    the same size per element; then ``p <- p * (1 - lr * weight_decay) - lr * scale * update``.
+    the same size per element; then ``p <- p * (1 - lr * weight_decay) - lr * scale * update``. With
+    ``normalize`` (airbench94_muon) each weight is first rescaled to norm ``sqrt(rows)``, so its size stays fixed
+    and the lr sets the angle of each step (a weight that is still all zeros is left as it is).
 
     Muon is meant for >= 2-D weights only; give the biases, norms and the classifier head to another optimiser
     (``muon_param_groups`` splits a model that way, for :class:`MuonWithAdam`).
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 weight_decay: float = 0.0, ns_steps: int = 5) -> None:
+                 weight_decay: float = 0.0, ns_steps: int = 5, normalize: bool = False) -> None:
         if not lr > 0 or not 0 <= momentum < 1 or weight_decay < 0 or ns_steps < 1:
             raise ValueError(f"Muon needs lr > 0, 0 <= momentum < 1, weight_decay >= 0, ns_steps >= 1; got {lr}, "
                              f"{momentum}, {weight_decay}, {ns_steps}")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                                      ns_steps=ns_steps))
+                                      ns_steps=ns_steps, normalize=normalize))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -213,7 +244,8 @@ class MuonWithSGD(Muon):
 
     def __init__(self, groups: list) -> None:
         torch.optim.Optimizer.__init__(self, [g for g in groups if g["params"]],
-                                       dict(momentum=0.9, nesterov=True, ns_steps=5, weight_decay=0.0, muon=False))
+                                       dict(momentum=0.9, nesterov=True, ns_steps=5, normalize=False, weight_decay=0.0,
+                                            muon=False))
 
     def _update(self, group: dict) -> None:
         if group["muon"]:

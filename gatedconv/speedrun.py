@@ -4,7 +4,8 @@ airbench94 (Keller Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU", ar
 KellerJordan/cifar10-airbench) reaches 94% in ~10 epochs with: a frozen 2x2 patch-whitening first layer,
 dirac-initialised convolutions, BatchNorm with frozen scale and a 64x learning rate on its bias, Nesterov SGD
 written in "decoupled" form, label smoothing, a lookahead / EMA every 5 steps, alternating flip, +-2 px
-translation and flip + translate test-time augmentation. This is our own implementation, device-agnostic (CPU
+translation and flip + translate test-time augmentation. The ``airbench94_muon`` recipe (``RECIPES``) is the
+later record's training: Muon on the filters, batch 2000, 8 epochs. This is our own implementation, device-agnostic (CPU
 bf16 autocast, CUDA too), built from the package's shared pieces:
 
 * ``SpeedrunConfig`` - every hyperparameter, with its airbench source; ``whitening_init`` - the stem.
@@ -36,13 +37,13 @@ from .ema import LookaheadEMA, ema_decay
 from .flops import matmul_peak_flops, sync, training_step_flops
 from .kernels import compiled_sum
 from .models import create_model
-from .optim import build_optimizer, lr_factor
+from .optim import build_optimizer, group_lr_factor
 from .rundir import CONFIG_NAME, FINAL_NAME, RunError, command_line, prepare_run_dir, write_json, write_metrics
 from .summary import make_record, write_summary
 from .train import autocast_context, evaluate, resolve_device, resolve_precision
 
 __all__ = [
-    "SpeedrunConfig", "SpeedrunError", "MODEL_NAME", "TARGET_ACC", "whitening_init", "patch_second_moment",
+    "SpeedrunConfig", "SpeedrunError", "RECIPES", "MODEL_NAME", "TARGET_ACC", "whitening_init", "patch_second_moment",
     "speedrun", "time_to_accuracy", "summarize", "format_seed_line", "format_summary_line", "plot_time_to_accuracy",
 ]
 
@@ -72,8 +73,17 @@ class SpeedrunConfig:
     optimizer: str = "sgd"
     muon_lr: float = 0.24
     muon_momentum: float = 0.6
+    muon_ns_steps: int = 5  # Newton-Schulz steps per update (Muon's 5; airbench94_muon uses 3)
+    muon_normalize: bool = False  # hold each filter bank at norm sqrt(C_out) (airbench94_muon)
+    # --- the form of the SGD groups' lrs (gatedconv.optim.build_optimizer): "decoupled" (airbench94: lr and
+    # weight_decay above, per 1024 examples) or "direct" (airbench94_muon: PyTorch lrs for the summed loss below)
+    lr_form: str = "decoupled"
+    bias_lr: float = 0.053  # direct form: BatchNorm and whitening biases (airbench94_muon bias_lr)
+    head_lr: float = 0.67  # direct form: the head (airbench94_muon head_lr)
+    decay_per_example: float = 2e-6  # direct form: weight decay per step = this x batch size (airbench94_muon wd)
     label_smoothing: float = 0.2  # label_smoothing
     whiten_bias_epochs: int = 3  # whiten_bias_epochs: train the whitening bias for this many epochs, then freeze
+    whiten_bias_lr_decay: bool = False  # its lr falls linearly to 0 over those epochs (airbench94_muon)
     # --- lr schedule: airbench94 main() get_lr: linear 0.2 -> 1 over the first 23% of steps, then 1 -> 0.07
     warmup_frac: float = 0.23
     lr_start: float = 0.2
@@ -109,6 +119,16 @@ class SpeedrunConfig:
     # step with it against 1.72x without (batch 1024, bf16). Compile time (~5 s per shape) is timed.
     compile_sum: bool = True
     measure_flops: bool = True
+    recipe: str = "airbench94"  # the name of the RECIPES entry this config started from (saved with each run)
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "airbench94", **overrides) -> "SpeedrunConfig":
+        """The config of a named recipe (``RECIPES``), with ``overrides`` on top; ``model_kwargs`` are merged."""
+        if recipe not in RECIPES:
+            raise SpeedrunError(f"unknown recipe {recipe!r}; choose from: {', '.join(RECIPES)}")
+        fields = dict(RECIPES[recipe])
+        model_kwargs = {**fields.pop("model_kwargs", {}), **overrides.pop("model_kwargs", {})}
+        return cls(**{**fields, **overrides, "model_kwargs": model_kwargs, "recipe": recipe})
 
     def validate(self) -> None:
         if not self.epochs > 0:
@@ -127,6 +147,9 @@ class SpeedrunConfig:
         if self.optimizer not in ("sgd", "muon") or not self.muon_lr > 0 or not 0 <= self.muon_momentum < 1:
             raise SpeedrunError(f"optimizer must be sgd or muon (muon_lr > 0, 0 <= muon_momentum < 1), got "
                                 f"{self.optimizer!r}, {self.muon_lr}, {self.muon_momentum}")
+        if self.lr_form not in ("decoupled", "direct") or self.muon_ns_steps < 1:
+            raise SpeedrunError(f"lr_form must be decoupled or direct and muon_ns_steps >= 1, got {self.lr_form!r}, "
+                                f"{self.muon_ns_steps}")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise SpeedrunError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
         if "stem" in self.model_kwargs:
@@ -205,6 +228,20 @@ def whitening_init(
     filters = (vecs.T / torch.sqrt(lam.clamp_min(0) + eps)[:, None]).reshape(c * kh * kw, c, kh, kw)
     weight.copy_(torch.cat([filters, -filters]).to(weight.dtype))
     return lam
+
+
+# The named recipes: SpeedrunConfig fields that differ from its defaults (airbench94's).
+RECIPES = {
+    "airbench94": {},
+    # airbench94 with Muon (KellerJordan/cifar10-airbench, airbench94_muon.py: 94.01% mean in 2.59 s on an A100):
+    # batch 2000 for 8 epochs, no warm-up and a linear fall to 0, Muon (3 Newton-Schulz steps, filter banks held at
+    # norm sqrt(C_out)) on the filters, Nesterov SGD at direct lrs on biases and head, the whitening bias's lr
+    # falling to 0 over its 3 epochs, no lookahead; a head rescaled to unit std at init, logits / 256 (its width)
+    "airbench94_muon": dict(
+        epochs=8, batch_size=2000, optimizer="muon", muon_lr=0.24, muon_momentum=0.6, muon_ns_steps=3,
+        muon_normalize=True, lr_form="direct", momentum=0.85, whiten_bias_lr_decay=True, warmup_frac=0.0,
+        lr_end=0.0, ema=False, model_kwargs={"head_init": "unit_std", "logit_scale": 1 / 256}),
+}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -322,9 +359,9 @@ class _Training:
             loss = self.loss_fn(logits.float(), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            f = lr_factor(self.step, plan.total_steps, cfg.warmup_frac, cfg.lr_start, cfg.lr_end)
             for grp in self.opt.param_groups:
-                grp["lr"] = grp["base_lr"] * f
+                grp["lr"] = grp["base_lr"] * group_lr_factor(grp, self.step, plan.total_steps, cfg,
+                                                             plan.steps_per_epoch)
             self.opt.step()
             self.step += 1
             loss_sum += loss.detach()

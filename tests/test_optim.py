@@ -150,3 +150,63 @@ def test_fast_recipe_with_muon_puts_filters_on_muon_and_trains(tmp_path):
     r = speedrun(cfg, data, 0, tmp_path / "run", print_fn=None)
     assert math.isfinite(r["acc"]) and json.loads((tmp_path / "run" / "config.json").read_text())["speedrun"][
         "optimizer"] == "muon"
+
+
+def test_muon_normalize_holds_each_bank_at_sqrt_rows_and_leaves_zero_banks():
+    torch.manual_seed(0)
+    w, zero = nn.Parameter(3 * torch.randn(8, 4, 3, 3)), nn.Parameter(torch.zeros(8, 4, 1, 1))
+    opt = Muon([w, zero], lr=0.1, momentum=0.6, ns_steps=3, normalize=True)
+    w.grad, zero.grad = torch.randn_like(w), torch.randn_like(zero)
+    before = w.detach().clone()
+    opt.step()
+    # the bank was rescaled to norm sqrt(8) before the step, then moved by lr x the orthogonalised update
+    update = orthogonalize(w.grad.reshape(8, -1) * 1.6, 3).view_as(w)  # Nesterov: g + 0.6 g on the first step
+    assert torch.allclose(w.detach(), before * (8 ** 0.5 / before.norm()) - 0.1 * update, atol=1e-5)
+    assert zero.abs().sum() > 0 and zero.norm() < 2  # not divided by its zero norm: it took the plain step
+    zero.grad = torch.randn_like(zero)
+    opt.step()
+    assert zero.norm().item() == pytest.approx(8 ** 0.5, rel=0.3)  # rescaled from the second step on
+
+
+def test_airbench94_muon_recipe_groups_and_schedule():
+    from gatedconv.optim import build_optimizer, group_lr_factor
+    from gatedconv.speedrun import RECIPES, SpeedrunConfig, SpeedrunError
+
+    cfg = SpeedrunConfig.from_recipe("airbench94_muon", model_kwargs={"widths": [8, 16, 16]}, epochs=2)
+    assert cfg.recipe == "airbench94_muon" and cfg.epochs == 2 and cfg.batch_size == 2000 and not cfg.ema
+    assert cfg.model_kwargs == {"head_init": "unit_std", "logit_scale": 1 / 256, "widths": [8, 16, 16]}
+    assert RECIPES["airbench94_muon"]["model_kwargs"] == {"head_init": "unit_std", "logit_scale": 1 / 256}
+    net = create_model("gatedconv_fast", **cfg.model_kwargs)
+    assert net.head.weight.std().item() == pytest.approx(1.0, rel=1e-4)
+    groups = {g["name"]: g for g in build_optimizer(net, cfg).param_groups}
+    assert groups["bn_bias"]["lr"] == groups["whiten_bias"]["lr"] == 0.053 and groups["head"]["lr"] == 0.67
+    for g in groups.values():  # decay per step 2e-6 x batch 2000 in every SGD group, none on Muon's
+        assert g["lr"] * g["weight_decay"] == pytest.approx(0.0 if g["muon"] else 0.004)
+    assert groups["muon"]["ns_steps"] == 3 and groups["muon"]["normalize"] and groups["muon"]["lr"] == 0.24
+    assert all(p.ndim == 4 for p in groups["muon"]["params"]) and groups["other"]["params"]  # the gates
+    # linear 1 -> 0 over the run, the whitening bias 1 -> 0 over its 3 epochs (25 steps each here)
+    total, per_epoch = 200, 25
+    assert [group_lr_factor(groups["muon"], s, total, cfg, per_epoch) for s in (0, 100, 199)] == pytest.approx([1, 0.5, 0.005])
+    wb = groups["whiten_bias"]
+    assert [group_lr_factor(wb, s, total, cfg, per_epoch) for s in (0, 30, 75, 100)] == pytest.approx([1, 0.6, 0, 0])
+    assert group_lr_factor(wb, 30, total, SpeedrunConfig(), per_epoch) == pytest.approx(0.2 + 0.8 * 30 / 46)
+    with pytest.raises(SpeedrunError, match="unknown recipe"):
+        SpeedrunConfig.from_recipe("airbench96")
+
+
+def test_speedrun_cli_recipe_keeps_its_values_unless_a_flag_is_given(tmp_path):
+    data = make_tiny_cifar(tmp_path / "d", n_per_batch=20, n_test=20)
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "gatedconv.cli.speedrun", "--recipe", "airbench94_muon", "--data-dir", str(data),
+           "--out", str(out), "--epochs", "1", "--batch-size", "25", "--eval-batch-size", "20", "--whiten-images",
+           "50", "--precision", "fp32", "--widths", "8,16,16", "--paths", "3", "--no-flops", "--figures", "", "-q"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1].startswith("mean ") and " over 1 seeds, " in p.stdout
+    sr = json.loads((out / "seed0" / "config.json").read_text())["speedrun"]
+    assert sr["recipe"] == "airbench94_muon" and sr["optimizer"] == "muon" and sr["lr_form"] == "direct"
+    assert sr["epochs"] == 1 and sr["batch_size"] == 25 and sr["ema"] is False and sr["muon_ns_steps"] == 3
+    assert sr["model_kwargs"] == {"head_init": "unit_std", "logit_scale": 1 / 256, "widths": [8, 16, 16],
+                                  "kernel_sizes": [3]}
+    bad = subprocess.run(cmd[:3] + ["--recipe", "nope"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr and "Traceback" not in bad.stderr

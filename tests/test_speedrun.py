@@ -405,9 +405,10 @@ def test_optimizer_groups_follow_airbench():
     net = create_model("gatedconv_fast", **TINY)
     opt = optim.build_optimizer(net, cfg)
     groups = {g["name"]: g for g in opt.param_groups}
-    assert set(groups) == {"bn_bias", "whiten_bias", "other"}
+    assert set(groups) == {"bn_bias", "whiten_bias", "head", "other"}
     lr = 11.5 / (1024 * (1 + 1 / (1 - 0.85)))
     assert groups["other"]["lr"] == pytest.approx(lr) and groups["bn_bias"]["lr"] == pytest.approx(64 * lr)
+    assert groups["head"]["lr"] == pytest.approx(lr) and groups["head"]["params"] == [net.head.weight]
     assert groups["whiten_bias"]["lr"] == pytest.approx(lr)
     decay = 0.0153 * 1024 / (1024 * (1 + 1 / (1 - 0.85)))  # per step, independent of the lr multiplier
     for g in opt.param_groups:

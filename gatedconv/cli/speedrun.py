@@ -3,6 +3,10 @@ accuracy without / with test-time augmentation, timed seconds per run and time t
 
     gatedconv-speedrun --seeds 5 --data-dir ../shared/cifar10 --out runs/speedrun
     python scripts/speedrun.py --seeds 5 --data-dir ../shared/cifar10 --out runs/speedrun     (the same)
+    gatedconv-speedrun --recipe airbench94_muon --seeds 5 --data-dir ../shared/cifar10 --paths 3   (Muon, plain)
+
+--recipe picks the named training (gatedconv.speedrun.RECIPES: airbench94, the default, or airbench94_muon);
+a flag given on the command line overrides the recipe's value, the others keep it.
 
 One line per seed, a FLOP/s efficiency line, then exactly one closing line
 ``mean ACC% +- STD over N seeds, T s per run`` (ACC with TTA). Each seed's run directory is OUT/seed<S>
@@ -34,34 +38,45 @@ def build_parser() -> argparse.ArgumentParser:
     from gatedconv.speedrun import SpeedrunConfig
     from gatedconv.layers import ACTIVATION_PLACEMENTS, GATE_TYPES
 
+    from gatedconv.speedrun import RECIPES
+
     d = SpeedrunConfig()
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="airbench94", choices=list(RECIPES),
+                   help="the named training the other flags change (default airbench94)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (runs), seeds FIRST..FIRST+N-1")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (else $CIFAR10_DIR, else ./data)")
     p.add_argument("--out", default=None, help="output folder for the seed run directories "
                                                "(default runs/speedrun-<date-time>)")
     p.add_argument("--figures", default=None, help="folder for the time-to-accuracy figure (default OUT; '' = none)")
-    p.add_argument("--epochs", type=float, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="lr per 1024 examples (decoupled)")
-    p.add_argument("--opt", "--optimizer", dest="optimizer", default=d.optimizer, choices=["sgd", "muon"],
+    p.add_argument("--epochs", type=float, default=argparse.SUPPRESS,
+                   help=f"epochs, fractional allowed (airbench94 {d.epochs}, airbench94_muon 8)")
+    p.add_argument("--batch-size", type=int, default=argparse.SUPPRESS,
+                   help=f"training batch (airbench94 {d.batch_size}, airbench94_muon 2000)")
+    p.add_argument("--eval-batch-size", type=int, default=argparse.SUPPRESS, help=f"default {d.eval_batch_size}")
+    p.add_argument("--lr", type=float, default=argparse.SUPPRESS,
+                   help=f"lr per 1024 examples, decoupled form (default {d.lr}); the gates' lr in both recipes")
+    p.add_argument("--opt", "--optimizer", dest="optimizer", default=argparse.SUPPRESS, choices=["sgd", "muon"],
                    help="optimiser of the convolution filters: sgd (airbench94) or muon (Muon, as airbench94_muon); "
                         "biases, gates and the head stay on SGD")
-    p.add_argument("--muon-lr", type=float, default=d.muon_lr, help=f"Muon's lr (default {d.muon_lr})")
-    p.add_argument("--muon-momentum", type=float, default=d.muon_momentum,
+    p.add_argument("--muon-lr", type=float, default=argparse.SUPPRESS, help=f"Muon's lr (default {d.muon_lr})")
+    p.add_argument("--muon-momentum", type=float, default=argparse.SUPPRESS,
                    help=f"Muon's momentum (default {d.muon_momentum})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="decay per 1024 examples (decoupled)")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--tta", type=int, default=d.tta_level, choices=[0, 1, 2],
+    p.add_argument("--weight-decay", type=float, default=argparse.SUPPRESS,
+                   help=f"decay per 1024 examples, decoupled form (default {d.weight_decay})")
+    p.add_argument("--label-smoothing", type=float, default=argparse.SUPPRESS, help=f"default {d.label_smoothing}")
+    p.add_argument("--tta", dest="tta_level", type=int, default=argparse.SUPPRESS, choices=[0, 1, 2],
                    help="test-time augmentation: 0 none, 1 mirror, 2 mirror + 1 px translations")
-    p.add_argument("--no-whiten", dest="whiten", action="store_false", help="trained conv + BatchNorm stem instead")
-    p.add_argument("--no-ema", dest="ema", action="store_false", help="no lookahead / EMA")
-    p.add_argument("--no-flip", dest="flip", action="store_false", help="no (alternating) flip augmentation")
-    p.add_argument("--translate", type=int, default=d.translate, help="random translation in px (0: none)")
-    p.add_argument("--whiten-images", type=int, default=d.whiten_images)
-    p.add_argument("--no-epoch-eval", dest="eval_every_epoch", action="store_false",
+    p.add_argument("--no-whiten", dest="whiten", action="store_false", default=argparse.SUPPRESS,
+                   help="trained conv + BatchNorm stem instead")
+    p.add_argument("--no-ema", dest="ema", action="store_false", default=argparse.SUPPRESS, help="no lookahead / EMA")
+    p.add_argument("--no-flip", dest="flip", action="store_false", default=argparse.SUPPRESS,
+                   help="no (alternating) flip augmentation")
+    p.add_argument("--translate", type=int, default=argparse.SUPPRESS, help="random translation in px (0: none)")
+    p.add_argument("--whiten-images", type=int, default=argparse.SUPPRESS,
+                   help=f"training images the whitening stem is computed from (default {d.whiten_images})")
+    p.add_argument("--no-epoch-eval", dest="eval_every_epoch", action="store_false", default=argparse.SUPPRESS,
                    help="skip the per-epoch test evaluation (no time-to-accuracy series)")
     p.add_argument("--gate", choices=GATE_TYPES, default=None, help="gate of every block (model default: softmax)")
     p.add_argument("--activation", choices=ACTIVATION_PLACEMENTS, default=None,
@@ -71,16 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", type=_int_list, default=None, metavar="W1,W2,W3",
                    help="group widths (model default 64,256,256)")
     p.add_argument("--model-kwargs", default="{}", help="JSON dict of further GatedFastNetConfig keywords")
-    p.add_argument("-d", "--device", default=d.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
-    p.add_argument("--precision", default=d.precision, choices=["auto", "bf16", "fp16", "fp32"],
+    p.add_argument("-d", "--device", default=argparse.SUPPRESS, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default=argparse.SUPPRESS, choices=["auto", "bf16", "fp16", "fp32"],
                    help="autocast dtype (default auto: bf16 where the hardware has it; fp16 on CUDA only)")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (timed)")
-    p.add_argument("--no-compile-sum", dest="compile_sum", action="store_false",
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true", default=argparse.SUPPRESS,
+                   help="torch.compile the training forward (timed)")
+    p.add_argument("--no-compile-sum", dest="compile_sum", action="store_false", default=argparse.SUPPRESS,
                    help="keep the gated sums eager (default: torch.compile them, compile time timed)")
-    p.add_argument("--no-flops", dest="measure_flops", action="store_false", help="skip the efficiency measurement")
+    p.add_argument("--no-flops", dest="measure_flops", action="store_false", default=argparse.SUPPRESS,
+                   help="skip the efficiency measurement")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress on stderr")
     return p
+
+
+# flags whose destination is a SpeedrunConfig field (the rest choose seeds, folders, the model or the output)
+CONFIG_FLAGS = ("epochs", "batch_size", "eval_batch_size", "lr", "optimizer", "muon_lr", "muon_momentum",
+                "weight_decay", "label_smoothing", "tta_level", "whiten", "ema", "flip", "translate", "whiten_images",
+                "eval_every_epoch", "device", "precision", "channels_last", "compile", "compile_sum", "measure_flops")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -111,15 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             kw[key] = getattr(args, name)
     if args.seeds < 1:
         return fail(f"--seeds must be >= 1, got {args.seeds}", 2)
-    cfg = SpeedrunConfig(
-        epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, tta_level=args.tta,
-        whiten=args.whiten, ema=args.ema, flip=args.flip, translate=args.translate,
-        whiten_images=args.whiten_images, eval_every_epoch=args.eval_every_epoch, model_kwargs=kw,
-        device=args.device, precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-        compile_sum=args.compile_sum, measure_flops=args.measure_flops, optimizer=args.optimizer,
-        muon_lr=args.muon_lr, muon_momentum=args.muon_momentum,
-    )
+    given = {k: v for k, v in vars(args).items() if k in CONFIG_FLAGS}  # config flags given on the command line
+    try:
+        cfg = SpeedrunConfig.from_recipe(args.recipe, model_kwargs=kw, **given)
+    except SpeedrunError as e:
+        return fail(str(e), 2)
     out = Path(args.out or f"runs/speedrun-{time.strftime('%Y%m%d-%H%M%S')}")
     progress = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, file=sys.stderr, flush=True))
     try:

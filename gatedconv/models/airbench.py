@@ -23,9 +23,11 @@ from torch import nn
 from ..layers import ACTIVATION_PLACEMENTS, GATE_TYPES, GatedConv2d
 from ._registry import register_model
 
-__all__ = ["EXTRA_PATH_INITS", "STEMS", "FastConvGroup", "FrozenScaleBatchNorm", "GatedFastNet", "GatedFastNetConfig"]
+__all__ = ["EXTRA_PATH_INITS", "HEAD_INITS", "STEMS", "FastConvGroup", "FrozenScaleBatchNorm", "GatedFastNet",
+           "GatedFastNetConfig"]
 
 STEMS = ("whiten", "conv")
+HEAD_INITS = ("default", "unit_std")
 EXTRA_PATH_INITS = ("zero", "default", "dirac")
 
 
@@ -62,7 +64,9 @@ class GatedFastNetConfig:
     extra_path_init: str = "zero"
     bn_momentum: float = 0.6  # airbench94 hyp['net']['batchnorm_momentum'], in its convention: PyTorch's 1 - 0.6
     bn_eps: float = 1e-12  # airbench94 BatchNorm(eps=1e-12)
-    logit_scale: float = 1 / 9  # airbench94 hyp['net']['scaling_factor']
+    logit_scale: float = 1 / 9  # airbench94 hyp['net']['scaling_factor']; airbench94_muon: 1 / width (1 / 256)
+    # "default": PyTorch's init of the head; "unit_std": then rescaled to standard deviation 1 (airbench94_muon)
+    head_init: str = "default"
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -79,6 +83,8 @@ class GatedFastNetConfig:
             raise ValueError(f"activation must be one of {ACTIVATION_PLACEMENTS}, got {self.activation!r}")
         if self.extra_path_init not in EXTRA_PATH_INITS:
             raise ValueError(f"extra_path_init must be one of {EXTRA_PATH_INITS}, got {self.extra_path_init!r}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
         if self.num_classes < 1 or self.in_channels < 1 or self.whiten_kernel_size < 1:
@@ -187,7 +193,8 @@ class GatedFastNet(nn.Module):
         * gates: zero weight, so every sample starts with the same mixture (1/P for softmax, 1/2 each for
           sigmoid); bias 0, except 1.0 for the ReLU gate, which would start dead at 0 (the package's
           ``GatedNetConfig.gate_bias_init``).
-        * BatchNorm: scale 1 (frozen), bias 0; head: PyTorch default.
+        * BatchNorm: scale 1 (frozen), bias 0; head: PyTorch default, rescaled to unit std with
+          ``head_init="unit_std"``.
         """
         for m in self.modules():
             if m is not self and hasattr(m, "reset_parameters") and not isinstance(m, GatedConv2d):
@@ -205,6 +212,8 @@ class GatedFastNet(nn.Module):
                     nn.init.dirac_(conv.weight[:conv.in_channels])
             nn.init.zeros_(block.gate.fc.weight)
             nn.init.constant_(block.gate.fc.bias, 1.0 if block.gate.gate == "relu" else 0.0)
+        if self.config.head_init == "unit_std":
+            self.head.weight.div_(self.head.weight.std())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_act(self.stem_norm(self.stem(x)))
