@@ -693,20 +693,46 @@ def _study_runs(R: Results) -> List[dict]:
             and not r.get("first_1000")]
 
 
+def _step_cost_records(R: Results) -> List[dict]:
+    return [r for r in R.data.get(STUDY_FILE, []) if r.get("kind") == "step_costs"]
+
+
+def _step_costs(R: Results) -> Dict[str, float]:
+    """Each variant's training step relative to the ReLU gate's: the mean over the recorded side-by-side sittings
+    (``gatedconv-study --step-costs``) of their median per-round ratios."""
+    ratios: Dict[str, List[float]] = {}
+    for r in _step_cost_records(R):
+        for name, x in r["ratio"].items():
+            ratios.setdefault(name, []).append(x)
+    return {name: statistics.mean(xs) for name, xs in ratios.items()}
+
+
 def table_study(R: Results) -> str:
     from .study import VARIANTS, by_variant
 
     runs = _study_runs(R)
     if not runs:
         return f"No study runs recorded yet: {code(STUDY_COMMAND)} records them in `results/{STUDY_FILE}.json`."
-    rows = []
+    costs, rows = _step_costs(R), []
     for name, recs in by_variant(runs).items():
         flops = stat(recs, "train_flops")
+        cost = f"{costs[name]:.2f}" if name in costs else "–"
         rows.append((recs, (f"`{name}`", VARIANTS[name].description, _seeds(recs), f"{recs[0]['params']:,}",
-                            num(flops.mean / 1e15, 3), fmt_stat(stat(recs, "s_per_epoch"), 1),
+                            num(flops.mean / 1e15, 3), cost, fmt_stat(stat(recs, "s_per_epoch"), 1),
                             fmt_stat(stat(recs, "acc_pct"), 2, "%"))))
-    return provenance_table(["variant", "what", "seeds", "parameters", "training PFLOPs", "s per epoch",
-                             "test accuracy (mean ± std)"], rows, "llrrrrr")
+    return provenance_table(["variant", "what", "seeds", "parameters", "training PFLOPs", "step cost (x relu)",
+                             "s per epoch", "test accuracy (mean ± std)"], rows, "llrrrrrr")
+
+
+def table_study_costs(R: Results) -> str:
+    """The side-by-side step timings behind the study's cost axis, one row per sitting."""
+    recs = _step_cost_records(R)
+    if not recs:
+        return f"No step costs recorded yet: {code('gatedconv-study --step-costs')} measures them."
+    names = list(dict.fromkeys(n for r in recs for n in r["ratio"]))
+    rows = [([r], [f"{r['ms_per_step'][n]:.1f} ms ({r['ratio'][n]:.3f}x)" if n in r["ratio"] else "–"
+                   for n in names] + [f"{r['rounds']} x {r['steps']}"]) for r in recs]
+    return provenance_table([f"`{n}`" for n in names] + ["rounds x steps"], rows, "r" * (len(names) + 1))
 
 
 def table_study_comparisons(R: Results) -> str:
@@ -758,7 +784,11 @@ def study_verdict(R: Results) -> str:
         return (f"No {STUDY_EPOCHS}-epoch comparison yet: {len(runs)} run(s) of {len(n)} variant(s) recorded, and a "
                 "comparison needs two runs on each side; see [docs/research.md](docs/research.md#does-gating-pay).")
     seeds = min(len([r for r in runs if r["variant"] == v]) for v in n)
-    return (f"At {STUDY_EPOCHS} epochs of the original recipe (at least {seeds} seeds per variant): "
+    words = " ".join(parts)
+    helps, hurts = "gating helps" in words, "gating hurts" in words
+    lead = ("Input gating helps in one comparison and hurts in the other" if helps and hurts else
+            "Input gating helps" if helps else "Input gating hurts" if hurts else "No measurable gain from input gating")
+    return (f"**{lead}** at {STUDY_EPOCHS} epochs of the original recipe (at least {seeds} seeds per variant): "
             + "; ".join(parts) + ". Details: [docs/research.md](docs/research.md#does-gating-pay).")
 
 
@@ -786,6 +816,7 @@ TABLES: Dict[str, Callable[[Results], str]] = {
     "study": table_study,
     "study_comparisons": table_study_comparisons,
     "study_calibration": table_study_calibration,
+    "study_costs": table_study_costs,
     "study_verdict": study_verdict,
 }
 
@@ -976,13 +1007,15 @@ def figure_study(R: Results, path: Path) -> Path:
 
     fig = _new_figure(9.0, 4.0)
     axes = fig.subplots(1, 2, sharey=True)
-    for name, recs in by_variant(_study_runs(R)).items():
-        acc, t, f = stat(recs, "acc_pct"), stat(recs, "train_s"), stat(recs, "train_flops")
-        for ax, x in zip(axes, (t, f)):
-            scale = 1e15 if x is f else 60
-            ax.errorbar([x.mean / scale], [acc.mean], xerr=[(x.std or 0) / scale], yerr=[acc.std or 0], fmt="o",
-                        capsize=3, label=f"{name} (n = {acc.n})")
-    axes[0].set_xlabel("training time per run (min)")
+    costs = _step_costs(R)
+    for i, (name, recs) in enumerate(by_variant(_study_runs(R)).items()):
+        acc, f, color = stat(recs, "acc_pct"), stat(recs, "train_flops"), f"C{i}"
+        # training time as the side-by-side step cost (the runs' own seconds also carry whatever else ran)
+        if name in costs:
+            axes[0].errorbar([costs[name]], [acc.mean], yerr=[acc.std or 0], fmt="o", capsize=3, color=color)
+        axes[1].errorbar([f.mean / 1e15], [acc.mean], yerr=[acc.std or 0], fmt="o", capsize=3, color=color,
+                         label=f"{name} (n = {acc.n})")
+    axes[0].set_xlabel("training time per step (x the ReLU gate's, timed side by side)")
     axes[1].set_xlabel("training FLOPs per run (PFLOP)")
     axes[0].set_ylabel(f"test accuracy after {STUDY_EPOCHS} epochs (%)")
     for ax in axes:

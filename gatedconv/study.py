@@ -28,8 +28,8 @@ from .checkpoint import atomic_write_text, plain
 from .rundir import read_json
 from .summary import make_record
 
-__all__ = ["VARIANTS", "Variant", "StudyError", "study_configs", "match_widths", "run_study", "study_record",
-           "BASE_WIDTHS", "DEFAULT_VARIANTS"]
+__all__ = ["VARIANTS", "Variant", "StudyError", "study_configs", "variant_kwargs", "match_widths", "step_costs",
+           "run_study", "study_record", "BASE_WIDTHS", "DEFAULT_VARIANTS"]
 
 BASE_WIDTHS = (16, 32, 64, 128, 256)  # the gatedconv network's default widths
 PLAIN = {"kernel_sizes": [3], "gate": "constant"}  # one path whose gate is identically 1: a plain conv + ReLU
@@ -63,6 +63,18 @@ class StudyError(ValueError):
     """Bad study input; one line."""
 
 
+def variant_kwargs(name: str, matched_widths: Optional[Sequence[int]] = None) -> dict:
+    """The model keywords of variant ``name`` (the cost-matched one with ``matched_widths``)."""
+    if name not in VARIANTS:
+        raise StudyError(f"unknown variant {name!r}; choose from: {', '.join(VARIANTS)}")
+    kw = dict(VARIANTS[name].model_kwargs)
+    if VARIANTS[name].matched:
+        if matched_widths is None:
+            raise StudyError(f"{name} needs --matched-widths (or the calibration: see match_widths)")
+        kw["widths"] = [int(w) for w in matched_widths]
+    return kw
+
+
 def study_configs(variants: Sequence[str], seeds: Sequence[int], epochs: int, out: str | Path,
                   data_dir: Optional[str] = None, matched_widths: Optional[Sequence[int]] = None,
                   base: Optional[dict] = None) -> List[Tuple[str, object]]:
@@ -76,12 +88,7 @@ def study_configs(variants: Sequence[str], seeds: Sequence[int], epochs: int, ou
     cells = []
     for seed in seeds:
         for name in variants:
-            v = VARIANTS[name]
-            kw = dict(v.model_kwargs)
-            if v.matched:
-                if matched_widths is None:
-                    raise StudyError(f"{name} needs --matched-widths (or the calibration: see match_widths)")
-                kw["widths"] = [int(w) for w in matched_widths]
+            v, kw = VARIANTS[name], variant_kwargs(name, matched_widths)
             cfg = RunConfig(model="gatedconv", epochs=epochs, seed=seed, data_dir=data_dir,
                             out=str(Path(out) / name / f"seed{seed}"), model_kwargs=kw, **{**(base or {}), **v.run})
             cells.append((name, cfg))
@@ -159,6 +166,28 @@ def match_widths(reference_kwargs: Optional[dict] = None, base_widths: Sequence[
             tried.append(measure((lo["multiplier"] + hi["multiplier"]) / 2))
     best = min(tried, key=lambda t: abs(t["ratio"] - 1))
     return {**best, "batch_size": batch_size, "rounds": rounds, "steps": steps, "device": str(dev)}
+
+
+def step_costs(variants: Sequence[str], matched_widths: Optional[Sequence[int]] = None, batch_size: int = 128,
+               device: str = "auto", rounds: int = 9, steps: int = 10, print_fn: Callable = print) -> dict:
+    """The training step of every variant timed side by side in one process: each round times ``steps`` steps of
+    each variant in turn (so drift in the machine's speed hits all alike); per variant the median step time and
+    the median over rounds of its ratio to the ReLU gate's step (the cost axis of the study: one host's seconds,
+    free of whatever else ran during the runs themselves)."""
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    names = list(dict.fromkeys([REFERENCE, *variants]))
+    timers = {name: _step_timer(variant_kwargs(name, matched_widths), batch_size, dev) for name in names}
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names:
+            times[name].append(timers[name](steps))
+        print_fn(f"  round {i + 1}/{rounds}: " + ", ".join(f"{n} {1000 * t[-1]:.1f} ms" for n, t in times.items()))
+    ratio = {name: round(statistics.median(a / b for a, b in zip(times[name], times[REFERENCE])), 4)
+             for name in names}
+    return {"reference": REFERENCE, "batch_size": batch_size, "rounds": rounds, "steps": steps, "device": str(dev),
+            "ms_per_step": {n: round(1000 * statistics.median(t), 2) for n, t in times.items()}, "ratio": ratio}
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -125,5 +125,55 @@ def test_study_report_tables_render(tmp_path):
     assert "`constant` - `relu`" in comps and "`plain_matched` - `relu`" in comps and "hurts" in comps
     assert "`relu` - `plain_matched`" not in comps  # a mirror of a comparison is not repeated
     verdict = report.study_verdict(R)
-    assert "at least 3 seeds" in verdict and "gating hurts" in verdict
+    assert "at least 3 seeds" in verdict and "gating hurts" in verdict and verdict.startswith("**Input gating hurts**")
+    assert report.figure_study(R, tmp_path / "study.png").stat().st_size > 0
+
+
+def test_step_costs_time_variants_side_by_side_and_the_command_records_them(tmp_path, monkeypatch, capsys):
+    from gatedconv import study
+    from gatedconv.cli.study import main
+
+    calls = []
+
+    def fake_timer(model_kwargs, batch_size, device):  # the relu network (no "gate" keyword) takes 80 ms a step
+        calls.append((model_kwargs, batch_size))
+        return lambda n: 0.04 if model_kwargs.get("gate") else 0.08
+
+    monkeypatch.setattr(study, "_step_timer", fake_timer)
+    costs = study.step_costs(["constant", "plain_matched"], [24, 48, 104, 208, 416], batch_size=8, rounds=3,
+                             steps=2, print_fn=lambda *a: None)
+    assert list(costs["ratio"]) == ["relu", "constant", "plain_matched"]  # the reference always first
+    assert costs["ratio"] == {"relu": 1.0, "constant": 0.5, "plain_matched": 0.5}
+    assert costs["ms_per_step"]["relu"] == 80.0 and costs["rounds"] == 3 and costs["steps"] == 2
+    assert calls[2] == ({"kernel_sizes": [3], "gate": "constant", "widths": [24, 48, 104, 208, 416]}, 8)
+    with pytest.raises(study.StudyError, match="needs --matched-widths"):
+        study.step_costs(["plain_matched"])
+
+    results = tmp_path / "study.json"
+    assert main(["--step-costs", "--variants", "constant,plain_matched", "--matched-widths", "8,16,24,32,40",
+                 "--results", str(results), "--out", str(tmp_path / "runs")]) == 0
+    assert "constant: 40.0 ms per step, 0.500x the relu gate's step" in capsys.readouterr().out
+    rec, = json.loads(results.read_text())["records"]
+    assert rec["kind"] == "step_costs" and rec["ratio"]["constant"] == 0.5 and rec["command"] and rec["host"]
+    assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_study_report_uses_the_mean_step_cost_of_all_sittings(tmp_path):
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "results", root / "results")
+    rec = {"kind": "train", "command": "gatedconv-study", "host": "test host", "date": "2026-01-01",
+           "carried_over": False, "epochs": 30, "params": 1000, "train_flops": 2e15, "train_s": 600.0,
+           "s_per_epoch": 20.0}
+    recs = [dict(rec, name=v, variant=v, seed=s, acc_pct=85.0 + s / 10) for v in ("relu", "plain") for s in range(3)]
+    cost = {"name": "step costs", "kind": "step_costs", "command": "gatedconv-study --step-costs", "host": "test host",
+            "date": "2026-01-01", "carried_over": False, "seed": None, "reference": "relu", "batch_size": 128,
+            "rounds": 9, "steps": 10}
+    recs += [dict(cost, ms_per_step={"relu": 80.0, "plain": 32.0}, ratio={"relu": 1.0, "plain": 0.4}),
+             dict(cost, ms_per_step={"relu": 90.0, "plain": 45.0}, ratio={"relu": 1.0, "plain": 0.5})]
+    (root / "results" / "gating_study.json").write_text(report.dump_results({"about": "x", "records": recs}))
+    R = report.Results(report.load_results(root))
+    table = report.table_study(R)
+    assert "step cost (x relu)" in table and "| 0.45 |" in table and "| 1.00 |" in table
+    costs = report.table_study_costs(R)
+    assert "32.0 ms (0.400x)" in costs and "45.0 ms (0.500x)" in costs and "9 x 10" in costs
     assert report.figure_study(R, tmp_path / "study.png").stat().st_size > 0

@@ -3,6 +3,7 @@ record every run in a results file and print the comparison (Welch's t-test, 95%
 
     gatedconv-study --epochs 30 --seeds 0,1,2 --data-dir ../shared/cifar10 --out runs/study
     python scripts/study.py --variants relu,constant --epochs 2 --seeds 0,1 --first-1000     (a quick look)
+    gatedconv-study --step-costs     (time every variant's training step side by side; records, trains nothing)
 
 Finished runs are reused (their run directories, or their records in --results), so the same command run
 again trains only what is missing. The cost-matched plain network's widths come from --matched-widths, else
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", default=None, choices=["auto", "on", "off"])
     p.add_argument("--device", default=None)
     p.add_argument("--first-1000", action="store_true", help="train/test on the first 1,000 images (a quick look)")
+    p.add_argument("--step-costs", action="store_true",
+                   help="time the variants' training steps side by side on this host and record the ratios to the "
+                        "ReLU gate's step in --results (the study's cost axis); trains nothing")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch lines")
     return p
 
@@ -73,6 +77,21 @@ def _matched_widths(args, records: list, say) -> list:
     return m["widths"]
 
 
+def _record_step_costs(args, variants: list, widths, records: list, say) -> None:
+    from gatedconv.rundir import command_line
+    from gatedconv.study import step_costs
+    from gatedconv.summary import make_record
+
+    say(f"timing the training steps of {', '.join(variants)} side by side (batch {args.batch_size or 128})")
+    costs = step_costs(variants, widths, batch_size=args.batch_size or 128, device=args.device or "auto",
+                       print_fn=say)
+    rec = make_record(command=command_line(), config={"name": "step costs"}, final=costs, kind="step_costs")
+    rec.update(seed=None, **costs)
+    records.append(rec)
+    for name, r in costs["ratio"].items():
+        say(f"{name}: {costs['ms_per_step'][name]:.1f} ms per step, {r:.3f}x the {costs['reference']} gate's step")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gatedconv.malloc import keep_freed_memory
@@ -93,9 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         data = read_json(path) or {"about": "gatedconv-study: the gating study (docs/research.md)", "records": []}
         n_before = len(data["records"])
         widths = _matched_widths(args, data["records"], say) if "plain_matched" in variants else None
+        if args.step_costs:
+            _record_step_costs(args, variants, widths, data["records"], say)
         if len(data["records"]) != n_before:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, dump_results(data))
+        if args.step_costs:
+            say(f"recorded in {path}; tables and figures: gatedconv-report")
+            return 0
         base = {k: getattr(args, k) for k in ("batch_size", "eval_batch_size", "precision", "compile", "device")
                 if getattr(args, k) is not None}
         base["first_1000"] = args.first_1000
