@@ -684,6 +684,38 @@ def table_bench_step(R: Results) -> str:
     return provenance_table(["model", "bf16 training step, batch 128"], rows, "lr")
 
 
+MUON_FILE, MUON_REFERENCE = "speedrun_muon", "muon_plain"
+
+
+def table_speedrun_muon(R: Results) -> str:
+    """The airbench94_muon recipe measured in one sitting: the plain reference (one 3x3 path per block, the
+    published network) and the gated network, seeds interleaved; per row the speedrun's closing-line figures,
+    the time relative to the reference, and the accuracy difference with Welch's t-test."""
+    from .stats import welch
+
+    recs = R.data.get(MUON_FILE, [])
+    groups = {name: [r for r in recs if r["name"] == name] for name in R.names(MUON_FILE)} if recs else {}
+    if not groups:
+        return f"No runs recorded yet in `results/{MUON_FILE}.json`."
+    ref = groups.get(MUON_REFERENCE)
+    ref_time = stat(ref, "time_s").mean if ref else None
+    rows = []
+    for name, rs in groups.items():
+        acc, t = stat(rs, "acc_tta_pct"), stat(rs, "time_s")
+        closing = f"mean {acc.mean:.2f}% +- {acc.std or 0:.2f} over {acc.n} seeds, {t.mean:.1f} s per run"
+        ratio = f"{t.mean / ref_time:.2f}x" if ref_time else "–"
+        if ref and name != MUON_REFERENCE and len(rs) > 1 and len(ref) > 1:
+            c = welch([r["acc_tta_pct"] for r in rs], [r["acc_tta_pct"] for r in ref])
+            diff = f"{c.diff:+.2f} ({c.low:+.2f} to {c.high:+.2f}), p = {c.p:.3f}"
+        else:
+            diff = "–"
+        rows.append((rs, [f"`{name}`", _seeds(rs), f"{rs[0]['params']:,}", closing,
+                          fmt_stat(stat(rs, "acc_pct"), 2, "%"), ratio, diff]))
+    return provenance_table(["run", "seeds", "parameters", "closing line (accuracy with TTA)", "without TTA",
+                             f"time (x `{MUON_REFERENCE}`)", "accuracy - reference (95% CI), Welch p"], rows,
+                            "lrrlrrl")
+
+
 STUDY_FILE, STUDY_EPOCHS = "gating_study", 30
 STUDY_COMMAND = "gatedconv-study --epochs 30 --seeds 0,1,2 --data-dir ../shared/cifar10 --out runs/study"
 
@@ -813,6 +845,7 @@ TABLES: Dict[str, Callable[[Results], str]] = {
     "bench_fast": table_bench_fast,
     "bench_malloc": table_bench_malloc,
     "bench_step": table_bench_step,
+    "speedrun_muon": table_speedrun_muon,
     "study": table_study,
     "study_comparisons": table_study_comparisons,
     "study_calibration": table_study_calibration,
