@@ -127,3 +127,19 @@ def test_figures_draw_from_the_committed_data(tmp_path):
     assert sorted(p.name for p in paths) == sorted(report.FIGURES)
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_muon_sitting_table_reads_closing_lines_time_ratios_and_welch(tmp_path):
+    root = _copy_checkout(tmp_path)
+    base = {"kind": "speedrun", "host": "test host", "date": "2026-01-01", "carried_over": False, "params": 1000,
+            "command": "gatedconv-speedrun --recipe airbench94_muon --seeds 1"}
+    recs = [dict(base, name="muon_plain", seed=s, acc_tta_pct=a, acc_pct=a - 0.5, time_s=t)
+            for s, a, t in ((0, 94.0, 800.0), (1, 94.2, 820.0))]
+    recs += [dict(base, name="muon_gated", seed=s, acc_tta_pct=a, acc_pct=a - 0.5, time_s=t, params=1200)
+             for s, a, t in ((0, 93.6, 1200.0), (1, 93.8, 1230.0))]
+    (root / "results" / "speedrun_muon.json").write_text(report.dump_results({"about": "x", "records": recs}))
+    table = report.table_speedrun_muon(report.Results(report.load_results(root)))
+    assert "mean 94.10% +- 0.14 over 2 seeds, 810.0 s per run" in table
+    assert "mean 93.70% +- 0.14 over 2 seeds, 1215.0 s per run" in table
+    assert "| 1.50x |" in table and "| 1.00x |" in table and "-0.40 (-1.01 to +0.21), p = 0.106" in table
+    assert "Host: test host." in table
