@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -103,4 +104,5 @@ def command_line() -> str:
     """The command that started this process, as a user would retype it (recorded in ``summary.json``)."""
     if not sys.argv or not sys.argv[0]:
         return "python (interactive)"
-    return " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    # shell-quoted, so an empty argument (--figures '') or a JSON one survives being copied back into a shell
+    return shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])

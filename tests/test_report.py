@@ -143,3 +143,13 @@ def test_muon_sitting_table_reads_closing_lines_time_ratios_and_welch(tmp_path):
     assert "mean 93.70% +- 0.14 over 2 seeds, 1215.0 s per run" in table
     assert "| 1.50x |" in table and "| 1.00x |" in table and "-0.40 (-1.01 to +0.21), p = 0.106" in table
     assert "Host: test host." in table
+
+
+def test_recorded_command_lines_can_be_typed_back(monkeypatch):
+    import shlex
+
+    from gatedconv.rundir import command_line
+
+    argv = ["/usr/bin/gatedconv-speedrun", "--figures", "", "--model-kwargs", '{"widths": [8, 16, 16]}', "-q"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert shlex.split(command_line()) == ["gatedconv-speedrun"] + argv[1:]
