@@ -23,13 +23,17 @@ in one process, round k timing one step of each in turn (a slow patch of this sh
 
 A step is the recipe's: bf16 autocast, channels-last, forward, summed cross-entropy, backward, Nesterov SGD
 step. Each figure is the median over rounds of milliseconds per step; ratios are medians of per-round ratios
-to ``plain``. ``--profile`` adds torch.profiler's top operators for ``plain`` and ``gated`` (self CPU time).
+to ``plain``. ``--profile`` adds, for every variant, torch.profiler's top operators (self CPU time, mean of two
+steps) and where its extra time over ``plain`` goes: convolution forward, convolution backward and everything
+else (gated sums, gate, 1x1 path's memory traffic). ``--output DIR`` writes the figures to ``DIR/summary.json``
+(``gatedconv-report collect DIR --into results/bench_fast.json`` adds them to the published table).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import statistics
+import sys
 import time
 
 VARIANTS = ("plain", "gated", "compiled", "constant", "wide", "inductor")
@@ -41,7 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     p.add_argument("--model-kwargs", default="{}", help="gatedconv_fast keywords (JSON), e.g. '{\"widths\": [64, 128, 128]}'")
-    p.add_argument("--profile", action="store_true", help="print the top operators of plain and gated")
+    p.add_argument("--profile", action="store_true",
+                   help="print each variant's top operators and where its extra time over plain goes")
+    p.add_argument("--output", default=None, metavar="DIR", help="write the figures to DIR/summary.json")
     p.add_argument("--default-malloc", action="store_true",
                    help="leave glibc malloc as it is (default: gatedconv.malloc.keep_freed_memory, as the scripts)")
     args = p.parse_args(argv)
@@ -122,20 +128,58 @@ def main(argv=None) -> int:
             times[v].append(step(v))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v} {1000 * times[v][-1]:.0f} ms" for v in variants),
               flush=True)
+    figures = {"batch_size": args.batch_size}
     print(f"\n{'variant':10s} {'ms/step':>9s} {'img/s':>8s} {'x plain':>8s}")
     for v in variants:
         med = statistics.median(times[v])
         ratio = (statistics.median(t / b for t, b in zip(times[v], times["plain"])) if "plain" in times else float("nan"))
         print(f"{v:10s} {1000 * med:9.0f} {args.batch_size / med:8.0f} {ratio:8.2f}")
+        figures[f"{v}_ms"] = round(1000 * med)
+        if v != "plain" and "plain" in times:
+            figures[f"{v}_x"] = round(ratio, 3)
+    gated = [v for v in variants if v not in ("plain", "constant")]  # "constant" has no gate
+    if "plain" in variants and gated:
+        best = min(gated, key=lambda v: figures[f"{v}_x"])
+        print(f"\ngated step / plain step: {figures[f'{best}_x']:.2f}x ({best}; target 1.15x)")
 
     if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-        for v in [v for v in ("plain", "gated") if v in nets]:
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                step(v)
-            print(f"\n--- {v}: top operators by self CPU time (one step)")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=48))
+        self_s = {v: profile_step(steps[v]) for v in variants}
+        for v in variants:
+            top = sorted(self_s[v].items(), key=lambda kv: -kv[1])[:12]
+            print(f"\n--- {v}: top operators by self CPU time (s per step)")
+            print("\n".join(f"  {t:7.3f}  {k}" for k, t in top))
+        if "plain" in variants:
+            for v in [v for v in variants if v != "plain"]:
+                figures.update({f"{v}_{k}": round(t, 3) for k, t in extra_time(self_s[v], self_s["plain"]).items()})
+                print(f"\n--- {v} against plain: " + ", ".join(
+                    f"{k} {figures[f'{v}_{k}']:+.3f} s" for k in ("extra_s", "extra_conv_fwd_s", "extra_conv_bwd_s",
+                                                                   "extra_other_s")))
+                diff = {k: self_s[v].get(k, 0.0) - self_s["plain"].get(k, 0.0) for k in self_s[v].keys() | self_s["plain"].keys()}
+                print("\n".join(f"  {t:+7.3f}  {k}" for k, t in sorted(diff.items(), key=lambda kv: -kv[1])[:8]))
+    if args.output:
+        from gatedconv.summary import bench_record, write_summary
+        argv_used = sys.argv[1:] if argv is None else list(argv)
+        path = write_summary(args.output, bench_record("benchmarks/bench_fast.py", argv_used, "bench_fast", figures))
+        print(f"\nfigures written to {path}")
     return 0
+
+
+def profile_step(step, n: int = 2) -> dict:
+    """Self CPU seconds per operator, mean over ``n`` profiled training steps."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    return {e.key: e.self_cpu_time_total / 1e6 / n for e in prof.key_averages()}
+
+
+def extra_time(variant: dict, plain: dict) -> dict:
+    """A variant's self CPU seconds over plain's: total, convolution forward, convolution backward, the rest."""
+    def conv(d: dict, backward: bool) -> float:
+        return sum(t for k, t in d.items() if "convolution" in k.lower() and ("backward" in k.lower()) == backward)
+    total = sum(variant.values()) - sum(plain.values())
+    fwd, bwd = conv(variant, False) - conv(plain, False), conv(variant, True) - conv(plain, True)
+    return {"extra_s": total, "extra_conv_fwd_s": fwd, "extra_conv_bwd_s": bwd, "extra_other_s": total - fwd - bwd}
 
 
 if __name__ == "__main__":

@@ -12,12 +12,15 @@ num_workers 0), ``loss.item()`` on every batch, the block's reference implementa
 trainf: gatedconv's defaults: bf16 autocast, channels_last, tensor-resident batches with batched augmentation,
 device-side metric sums, ``impl="auto"`` blocks, compiled gated sum.
 Both train the default ``gatedconv`` network at batch 128 with Adam; the rounds alternate between the two.
-Prints images/s for each and the ratio.
+Prints images/s for each and the ratio; ``--profile`` adds where each loop's step time goes (data, forward,
+backward, optimizer) and trainf's top operators; ``--output DIR`` writes the figures to ``DIR/summary.json``
+(``gatedconv-report collect DIR --into results/bench_loop.json`` adds them to the published table).
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 
@@ -27,6 +30,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=40, help="timed steps per loop per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--profile", action="store_true",
+                   help="also time each loop's phases (data, forward, backward, optimizer) and list trainf's top operators")
+    p.add_argument("--output", default=None, metavar="DIR", help="write the figures to DIR/summary.json")
     args = p.parse_args(argv)
 
     import torch
@@ -64,50 +70,90 @@ def main(argv=None) -> int:
     naive_opt = torch.optim.Adam(naive_net.parameters(), 1e-3, weight_decay=1e-4)
     fast_opt = torch.optim.Adam(fast_net.parameters(), 1e-3, weight_decay=1e-4)
 
-    def naive(steps):
-        naive_net.train()
+    # each loop as its four phases, so the timed loops and --profile run the same code
+    def naive_phases():
         it = iter(naive_loader)
-        t = time.perf_counter()
-        total = 0.0
-        for _ in range(steps):
-            x, y = next(it)
-            naive_opt.zero_grad()
-            loss = F.cross_entropy(naive_net(x), y)
-            loss.backward()
-            naive_opt.step()
-            total += loss.item()
-        return steps * bs / (time.perf_counter() - t)
 
-    def fast(steps):
-        fast_net.train()
+        def batch():
+            return next(it)
+
+        def forward(x, y):
+            naive_opt.zero_grad()
+            return F.cross_entropy(naive_net(x), y)
+        return naive_net, batch, forward, naive_opt, lambda loss, total: total + loss.item()
+
+    def fast_phases():
         it = iter(fast_batches)
-        t = time.perf_counter()
-        acc = torch.zeros(())
-        for _ in range(steps):
-            x, y = next(it)
+
+        def batch():
+            return next(it)
+
+        def forward(x, y):
             fast_opt.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 out = fast_net(x)
-            loss = F.cross_entropy(out.float(), y)
-            loss.backward()
-            fast_opt.step()
-            acc += loss.detach()
-        float(acc)
-        return steps * bs / (time.perf_counter() - t)
+            return F.cross_entropy(out.float(), y)
+        return fast_net, batch, forward, fast_opt, lambda loss, total: total + loss.detach()
 
-    naive(3)
-    fast(8)  # includes compiling the gated sum
+    def run(phases, steps: int, clock=None) -> float:
+        """Images/s over ``steps`` training steps; with ``clock`` (a dict) also the seconds of each phase."""
+        net, batch, forward, opt, tally = phases()
+        net.train()
+        total, marks = torch.zeros(()), []
+        t = time.perf_counter()
+        for _ in range(steps):
+            x, y = batch()
+            marks.append(time.perf_counter())
+            loss = forward(x, y)
+            marks.append(time.perf_counter())
+            loss.backward()
+            marks.append(time.perf_counter())
+            opt.step()
+            total = tally(loss, total)
+            marks.append(time.perf_counter())
+        float(total)  # the loss sum is read once, at the end (a no-op for the naive loop)
+        elapsed = time.perf_counter() - t
+        if clock is not None:
+            ends = [t] + marks
+            for i, name in enumerate(("data", "forward", "backward", "optimizer + metrics")):
+                clock[name] = clock.get(name, 0.0) + sum(ends[4 * s + i + 1] - ends[4 * s + i] for s in range(steps))
+        return steps * bs / elapsed
+
+    run(naive_phases, 3)
+    run(fast_phases, 8)  # includes compiling the gated sum
     res = {"naive": [], "trainf": []}
     for _ in range(args.rounds):
-        res["naive"].append(naive(args.steps))
-        res["trainf"].append(fast(args.steps))
+        res["naive"].append(run(naive_phases, args.steps))
+        res["trainf"].append(run(fast_phases, args.steps))
     n, f = statistics.median(res["naive"]), statistics.median(res["trainf"])
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {bs}, {args.rounds} rounds x {args.steps} steps")
     print(f"naive loop (fp32, NCHW, PIL transforms in DataLoader): {n:7.1f} img/s  (rounds: "
           + ", ".join(f"{v:.0f}" for v in res["naive"]) + ")")
     print(f"trainf pipeline (bf16, channels_last, tensor batches):  {f:7.1f} img/s  (rounds: "
           + ", ".join(f"{v:.0f}" for v in res["trainf"]) + ")")
-    print(f"ratio trainf / naive: {f / n:.2f}x")
+    print(f"ratio trainf / naive: {f / n:.2f}x (target 3x)")
+    figures = {"naive_img_per_s": round(n, 1), "trainf_img_per_s": round(f, 1), "trainf_x": round(f / n, 3),
+               "batch_size": bs}
+    if args.profile:
+        clocks = {"naive": {}, "trainf": {}}
+        run(naive_phases, args.steps, clocks["naive"])
+        run(fast_phases, args.steps, clocks["trainf"])
+        print(f"\nwhere a step's time goes (ms per step, {args.steps} steps each):")
+        print(f"  {'phase':22s} {'naive':>8s} {'trainf':>8s} {'naive/trainf':>13s}")
+        for phase in clocks["naive"]:
+            a, b = (1000 * clocks[k][phase] / args.steps for k in ("naive", "trainf"))
+            print(f"  {phase:22s} {a:8.1f} {b:8.1f} {a / b:12.2f}x")
+            figures[f"naive_{phase.split()[0]}_ms"], figures[f"trainf_{phase.split()[0]}_ms"] = round(a, 1), round(b, 1)
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run(fast_phases, 2)
+        print("\ntrainf: top operators by self CPU time (2 steps)")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=48))
+    if args.output:
+        from gatedconv.summary import bench_record, write_summary
+        argv_used = sys.argv[1:] if argv is None else list(argv)
+        path = write_summary(args.output, bench_record("benchmarks/bench_loop.py", argv_used, "bench_loop", figures))
+        print(f"figures written to {path}")
     return 0
 
 

@@ -24,10 +24,11 @@ import json
 import os
 import platform
 import re
+import shlex
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-__all__ = ["KINDS", "SUMMARY_NAME", "host_name", "make_record", "write_summary"]
+__all__ = ["KINDS", "SUMMARY_NAME", "bench_record", "host_name", "make_record", "write_summary"]
 
 SUMMARY_NAME = "summary.json"
 # "train": gatedconv.run (scripts/trainf.py, the leaderboard and the ablation grid), "speedrun": gatedconv.speedrun;
@@ -154,6 +155,15 @@ def make_record(*, command: str, config: dict, final: dict, kind: str) -> dict:
         metrics = {k: v for k, v in final.items()
                    if isinstance(v, (int, float, str, bool)) and k not in record and k != "seed"}
     record.update({k: v for k, v in metrics.items() if v is not None})
+    return record
+
+
+def bench_record(script: str, argv: Sequence[str], name: str, figures: dict) -> dict:
+    """The record of one benchmark measurement: ``figures`` (its scalar results) with the command that printed
+    them, ``python SCRIPT ARGV...`` as typed, for ``write_summary`` and ``gatedconv-report collect``."""
+    record = make_record(command=shlex.join(["python", script, *argv]), config={"name": name}, final=figures,
+                         kind="bench")
+    record["seed"] = None  # a benchmark's figures are timings, not a seeded run's result
     return record
 
 

@@ -153,3 +153,12 @@ def test_recorded_command_lines_can_be_typed_back(monkeypatch):
     argv = ["/usr/bin/gatedconv-speedrun", "--figures", "", "--model-kwargs", '{"widths": [8, 16, 16]}', "-q"]
     monkeypatch.setattr(sys, "argv", argv)
     assert shlex.split(command_line()) == ["gatedconv-speedrun"] + argv[1:]
+
+
+def test_per_seed_commands_of_a_sweep_read_as_one():
+    recs = [{"seed": s, "command": f"gatedconv-speedrun --first-seed {s} --seeds 1 --out runs/m --figures ''"}
+            for s in (0, 1, 10)]
+    assert report.commands(recs) == ["gatedconv-speedrun --first-seed S --seeds 1 --out runs/m --figures ''"]
+    recs = [{"seed": s, "command": f"python scripts/trainf.py --seed={s} --out runs/x_seed{s}"} for s in (1, 2)]
+    assert report.commands(recs) == ["python scripts/trainf.py --seed=S --out runs/x_seedS"]
+    assert report.generic_command({"seed": 1, "command": "x --first-seed 10 --seeds 1"}) == "x --first-seed 10 --seeds 1"
