@@ -533,10 +533,15 @@ class _Run:
         net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
         return Normalized(net, self.mean, self.std).to(self.device)  # buffers on the model's device
 
-    def close(self) -> None:
+    def close(self, synchronize: bool = False) -> None:
+        """Leave the process group. ``synchronize`` (a normal end only: after an error the other ranks may never
+        arrive) first waits for every rank, as a rank that destroys its gloo group while another still has
+        traffic in flight can abort ("terminate called without an active exception")."""
         if self.world > 1:
             import torch.distributed as dist
             if dist.is_initialized():
+                if synchronize:
+                    dist.barrier()
                 dist.destroy_process_group()
 
 
@@ -597,8 +602,9 @@ def run_training(cfg: RunConfig, resume: bool = False, print_fn=print) -> dict:
         run.build(state)
         run.write_config()
         history = run.train()
+        run.close(synchronize=True)
     finally:
-        run.close()
+        run.close()  # after an error; a no-op once closed
     return run.finish(history)
 
 

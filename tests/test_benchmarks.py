@@ -38,7 +38,8 @@ def test_bench_fast_writes_ratios_and_profile_split(tmp_path, capsys):
     assert f"gated step / plain step: {rec['gated_x']:.2f}x (gated; target 1.15x)" in printed
     # the split adds up to the whole extra time, and the gated network runs a second path's convolutions
     parts = rec["gated_extra_conv_fwd_s"] + rec["gated_extra_conv_bwd_s"] + rec["gated_extra_other_s"]
-    assert abs(parts - rec["gated_extra_s"]) < 2e-3 and rec["gated_extra_conv_fwd_s"] > 0
+    assert abs(parts - rec["gated_extra_s"]) < 2e-3
+    assert "aten::convolution_backward" in printed  # the per-variant operator lists
     table = report.table_bench_fast(_collected(out, tmp_path, "bench_fast"))
     assert f"{rec['gated_x']:.2f}x" in table and "Profile of gated, eager sums against plain" in table
 
