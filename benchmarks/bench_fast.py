@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import time
 
 VARIANTS = ("plain", "gated", "compiled", "constant", "wide", "inductor")
@@ -158,8 +157,7 @@ def main(argv=None) -> int:
                 print("\n".join(f"  {t:+7.3f}  {k}" for k, t in sorted(diff.items(), key=lambda kv: -kv[1])[:8]))
     if args.output:
         from gatedconv.summary import bench_record, write_summary
-        argv_used = sys.argv[1:] if argv is None else list(argv)
-        path = write_summary(args.output, bench_record("benchmarks/bench_fast.py", argv_used, "bench_fast", figures))
+        path = write_summary(args.output, bench_record("benchmarks/bench_fast.py", argv, "bench_fast", figures))
         print(f"\nfigures written to {path}")
     return 0
 

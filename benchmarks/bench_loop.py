@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
+
+PHASES = ("data", "forward", "backward", "optimizer + metrics")
 
 
 def main(argv=None) -> int:
@@ -99,24 +100,27 @@ def main(argv=None) -> int:
         """Images/s over ``steps`` training steps; with ``clock`` (a dict) also the seconds of each phase."""
         net, batch, forward, opt, tally = phases()
         net.train()
-        total, marks = torch.zeros(()), []
-        t = time.perf_counter()
+        total, spent = torch.zeros(()), [0.0] * len(PHASES)
+        start = last = time.perf_counter()
+
+        def lap(i: int) -> None:  # the time since the previous lap goes to phase i
+            nonlocal last
+            now = time.perf_counter()
+            spent[i], last = spent[i] + now - last, now
         for _ in range(steps):
             x, y = batch()
-            marks.append(time.perf_counter())
+            lap(0)
             loss = forward(x, y)
-            marks.append(time.perf_counter())
+            lap(1)
             loss.backward()
-            marks.append(time.perf_counter())
+            lap(2)
             opt.step()
             total = tally(loss, total)
-            marks.append(time.perf_counter())
+            lap(3)
         float(total)  # the loss sum is read once, at the end (a no-op for the naive loop)
-        elapsed = time.perf_counter() - t
+        elapsed = time.perf_counter() - start
         if clock is not None:
-            ends = [t] + marks
-            for i, name in enumerate(("data", "forward", "backward", "optimizer + metrics")):
-                clock[name] = clock.get(name, 0.0) + sum(ends[4 * s + i + 1] - ends[4 * s + i] for s in range(steps))
+            clock.update(zip(PHASES, spent))
         return steps * bs / elapsed
 
     run(naive_phases, 3)
@@ -140,7 +144,7 @@ def main(argv=None) -> int:
         run(fast_phases, args.steps, clocks["trainf"])
         print(f"\nwhere a step's time goes (ms per step, {args.steps} steps each):")
         print(f"  {'phase':22s} {'naive':>8s} {'trainf':>8s} {'naive/trainf':>13s}")
-        for phase in clocks["naive"]:
+        for phase in PHASES:
             a, b = (1000 * clocks[k][phase] / args.steps for k in ("naive", "trainf"))
             print(f"  {phase:22s} {a:8.1f} {b:8.1f} {a / b:12.2f}x")
             figures[f"naive_{phase.split()[0]}_ms"], figures[f"trainf_{phase.split()[0]}_ms"] = round(a, 1), round(b, 1)
@@ -151,8 +155,7 @@ def main(argv=None) -> int:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=48))
     if args.output:
         from gatedconv.summary import bench_record, write_summary
-        argv_used = sys.argv[1:] if argv is None else list(argv)
-        path = write_summary(args.output, bench_record("benchmarks/bench_loop.py", argv_used, "bench_loop", figures))
+        path = write_summary(args.output, bench_record("benchmarks/bench_loop.py", argv, "bench_loop", figures))
         print(f"figures written to {path}")
     return 0
 

@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -158,13 +159,13 @@ def make_record(*, command: str, config: dict, final: dict, kind: str) -> dict:
     return record
 
 
-def bench_record(script: str, argv: Sequence[str], name: str, figures: dict) -> dict:
+def bench_record(script: str, argv: Optional[Sequence[str]], name: str, figures: dict) -> dict:
     """The record of one benchmark measurement: ``figures`` (its scalar results) with the command that printed
-    them, ``python SCRIPT ARGV...`` as typed, for ``write_summary`` and ``gatedconv-report collect``."""
-    record = make_record(command=shlex.join(["python", script, *argv]), config={"name": name}, final=figures,
-                         kind="bench")
-    record["seed"] = None  # a benchmark's figures are timings, not a seeded run's result
-    return record
+    them, ``python SCRIPT ARGV...`` as typed (``argv`` None: this process's arguments), for ``write_summary``
+    and ``gatedconv-report collect``. Its seed is None: neither config nor figures carry one."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return make_record(command=shlex.join(["python", script, *argv]), config={"name": name}, final=figures,
+                       kind="bench")
 
 
 def write_summary(run_dir, record: dict) -> Path:
