@@ -17,6 +17,13 @@ here computes the same function from the block's own weights; each takes the blo
   FLOPs as P convolutions, but one large GEMM and a ``C_out``-sized output.
 * ``condconv`` - ``after_sum`` only: mix the kernels per sample (``W_b = sum_p a_bp W_p``) and apply them with
   one grouped convolution (the CondConv trick; costs B x C_out x C_in x k x k memory).
+* ``mixed`` - ``after_sum`` only: mix the kernels, then plain convolutions: ONE ``conv2d`` for the whole batch
+  when every sample gets the same mix (the constant gate: the over-parameterised block is one convolution) and
+  for batch 1; one ``conv2d`` per sample otherwise. Costs one convolution plus the mixing (P x C_out x C_in x
+  k x k multiply-adds per distinct kernel).
+* ``mixed_gemm`` - ``after_sum`` only: per-sample mixed kernels applied as one batched matrix multiply over the
+  unfolded patches (B x L x C_in*k*k @ B x C_in*k*k x C_out); one convolution's FLOPs plus the mixing at any
+  batch size, without the grouped convolution's slow kernels.
 
 The reference form itself can run its gated sum through ``torch.compile`` (``compiled_sum(model)``), and
 ``auto_impl`` is the measured rule that picks a form from the input's shape, dtype and layout.
@@ -44,6 +51,9 @@ __all__ = [
     "gated_sum",
     "gated_sum_relu",
     "gemm",
+    "mixed",
+    "mixed_gemm",
+    "mixed_weight",
     "reference_compiled",
     "set_compiled_sum",
     "stacked",
@@ -70,6 +80,10 @@ def auto_impl(block: nn.Module, x: torch.Tensor) -> str:
     """The form ``impl="auto"`` uses for ``block`` on input ``x`` (decided from shapes, dtype and layout only)."""
     if block.num_paths == 1:
         return "reference"
+    if block.activation == "after_sum" and block.gate.gate == "constant":
+        # the same mix for every sample: one convolution with the averaged kernel instead of P (a training step
+        # of the K = 4 network 0.53x the reference form's, bf16 channels-last CPU: benchmarks/bench_block.py)
+        return "mixed"
     kmax = max(block.kernel_sizes)
     equal = len(set(block.kernel_sizes)) == 1
     h = (x.shape[2] + 2 * (kmax // 2) - kmax) // block.stride + 1
@@ -214,6 +228,53 @@ def stacked(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return block.act(y)
 
 
+def mixed_weight(block: nn.Module, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-row mixed kernels ``sum_p a_p W_p``: gates (N, P) -> kernels (N, C_out, C_in, K, K) and biases
+    (N, C_out) or None; the mixing runs in the weights' dtype (under autocast the convolution casts after it)."""
+    kmax = max(block.kernel_sizes)
+    w, b = stacked_weight(block)
+    wp = w.reshape(block.num_paths, -1)  # (P, C_out*C_in*K*K); reshape: channels-last weights are not views
+    wm = (a.to(wp.dtype) @ wp).view(a.shape[0], block.out_channels, block.in_channels, kmax, kmax)
+    bm = a.to(b.dtype) @ b.view(block.num_paths, block.out_channels) if b is not None else None
+    return wm, bm
+
+
+def _shared_mix(block: nn.Module, a: torch.Tensor) -> bool:
+    """Every sample gets the same mix: a constant gate (or a batch of one)."""
+    return a.shape[0] == 1 or block.gate.gate == "constant"
+
+
+def mixed(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``after_sum`` only: mixed kernels applied by plain ``conv2d``: one call when the mix is shared, else one a
+    sample."""
+    pad = max(block.kernel_sizes) // 2
+    if _shared_mix(block, a):
+        wm, bm = mixed_weight(block, a[:1])  # (1, C_out, C_in, K, K)
+        return block.act(F.conv2d(x, wm[0], None if bm is None else bm[0], stride=block.stride, padding=pad))
+    wm, bm = mixed_weight(block, a)
+    ys = [F.conv2d(x[i:i + 1], wm[i], None if bm is None else bm[i], stride=block.stride, padding=pad)
+          for i in range(x.shape[0])]
+    return block.act(torch.cat(ys, 0))
+
+
+def mixed_gemm(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``after_sum`` only: per-sample mixed kernels as one batched matrix multiply over unfolded patches;
+    the output is a channels-last view."""
+    kmax = max(block.kernel_sizes)
+    bsz, _, hin, win = x.shape
+    h = (hin + 2 * (kmax // 2) - kmax) // block.stride + 1
+    wd = (win + 2 * (kmax // 2) - kmax) // block.stride + 1
+    wm, bm = mixed_weight(block, a)  # (B, C_out, C_in, K, K), (B, C_out)
+    cols = F.unfold(x, kmax, padding=kmax // 2, stride=block.stride).transpose(1, 2)  # (B, L, C_in*K*K)
+    wt = wm.flatten(2).transpose(1, 2)  # (B, C_in*K*K, C_out)
+    if torch.is_autocast_enabled(x.device.type):
+        wt = wt.to(torch.get_autocast_dtype(x.device.type))
+    y = torch.bmm(cols.to(wt.dtype), wt)  # (B, L, C_out)
+    if bm is not None:
+        y = y + bm.to(y.dtype)[:, None, :]
+    return block.act(y.view(bsz, h, wd, block.out_channels).permute(0, 3, 1, 2))  # channels-last (B, C_out, H, W)
+
+
 def condconv(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``after_sum`` only: per-sample kernels ``sum_p a_p W_p`` applied with one grouped convolution."""
     kmax = max(block.kernel_sizes)
@@ -234,7 +295,9 @@ def condconv(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor
 Form = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 # impl name -> form; "reference" (the definition) and "auto" (the choice) live in gatedconv.layers
-FORMS: dict[str, Form] = {"fused": fused, "gemm": gemm, "dense": dense, "stacked": stacked, "condconv": condconv}
+FORMS: dict[str, Form] = {"fused": fused, "gemm": gemm, "dense": dense, "stacked": stacked, "condconv": condconv,
+                          "mixed": mixed, "mixed_gemm": mixed_gemm}
+AFTER_SUM_ONLY = ("stacked", "condconv", "mixed", "mixed_gemm")  # forms that mix before the activation
 
 
 # ------------------------------------------------------------------------------------------------------------

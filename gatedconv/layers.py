@@ -37,7 +37,7 @@ __all__ = [
 
 GATE_TYPES = ("relu", "softmax", "sigmoid", "constant")
 ACTIVATION_PLACEMENTS = ("per_path", "after_sum")
-IMPLEMENTATIONS = ("auto", "reference", "fused", "gemm", "dense", "stacked", "condconv")
+IMPLEMENTATIONS = ("auto", "reference", "fused", "gemm", "dense", "stacked", "condconv", "mixed", "mixed_gemm")
 
 
 class Gate(nn.Module):
@@ -46,6 +46,11 @@ class Gate(nn.Module):
     ``gate="relu"`` is the original ``ReLU(Linear(avgpool(x)))``; ``"softmax"`` normalises over paths (divided
     by ``temperature`` first); ``"sigmoid"`` squashes each weight into (0, 1); ``"constant"`` ignores the input
     and weights every path ``1 / P`` (the "no gating" control).
+
+    ``rd_ratio`` (timm's name for a squeeze ratio; default None: the original single ``Linear``) puts a hidden
+    layer in front: ``Linear(C -> max(rd_min, round(C * rd_ratio))) -> ReLU -> Linear(-> P)``, the attention of
+    Dynamic Convolution (Chen et al. 2020: ``rd_ratio=0.25``). ``rd_min`` keeps a few hidden units where C is
+    small (the first block sees 3 channels). ``fc`` is always the layer that outputs the P logits.
     """
 
     def __init__(
@@ -54,6 +59,8 @@ class Gate(nn.Module):
         num_paths: int = 3,
         gate: str = "relu",
         temperature: float = 1.0,
+        rd_ratio: float | None = None,
+        rd_min: int = 4,
     ) -> None:
         super().__init__()
         if gate not in GATE_TYPES:
@@ -62,16 +69,25 @@ class Gate(nn.Module):
             raise ValueError(f"num_paths must be >= 1, got {num_paths}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if rd_ratio is not None and not rd_ratio > 0:
+            raise ValueError(f"rd_ratio must be > 0 (or None: no hidden layer), got {rd_ratio}")
         self.in_channels = in_channels
         self.num_paths = num_paths
         self.gate = gate
         self.temperature = float(temperature)
-        self.fc = nn.Linear(in_channels, num_paths)
+        self.rd_ratio = rd_ratio
+        if rd_ratio is None:
+            self.hidden = None
+            self.fc = nn.Linear(in_channels, num_paths)
+        else:
+            rd = max(int(rd_min), round(in_channels * rd_ratio))
+            self.hidden = nn.Sequential(nn.Linear(in_channels, rd), nn.ReLU())
+            self.fc = nn.Linear(rd, num_paths)
         if gate == "constant" or self.is_one:
             # weights that cannot change the output do not train: the constant gate ignores its input and a
             # softmax over one path is identically 1. Frozen, DistributedDataParallel does not wait for their
             # gradients (it raises "parameters that were not used in producing loss" on the 2nd step otherwise)
-            self.fc.requires_grad_(False)
+            self.requires_grad_(False)
 
     @property
     def is_one(self) -> bool:
@@ -82,6 +98,8 @@ class Gate(nn.Module):
         if self.gate == "constant":
             return x.new_full((x.shape[0], self.num_paths), 1.0 / self.num_paths)
         s = reduce(x, "b c h w -> b c", "mean")  # (B, C)
+        if self.hidden is not None:
+            s = self.hidden(s)  # (B, rd)
         z = self.fc(s)  # (B, P)
         if self.gate == "relu":
             return F.relu(z)
@@ -91,7 +109,8 @@ class Gate(nn.Module):
 
     def extra_repr(self) -> str:
         t = f", temperature={self.temperature}" if self.gate == "softmax" else ""
-        return f"{self.in_channels}, num_paths={self.num_paths}, gate={self.gate!r}{t}"
+        rd = f", rd_ratio={self.rd_ratio}" if self.rd_ratio is not None else ""
+        return f"{self.in_channels}, num_paths={self.num_paths}, gate={self.gate!r}{t}{rd}"
 
 
 class GatedConv2d(nn.Module):
@@ -105,6 +124,7 @@ class GatedConv2d(nn.Module):
         stride: stride of every path.
         gate: ``"relu"`` (original), ``"softmax"``, ``"sigmoid"`` or ``"constant"`` (no gating).
         temperature: softmax temperature (only used by ``gate="softmax"``).
+        rd_ratio: the gate's hidden layer, ``C_in * rd_ratio`` units (``Gate``); None (default): no hidden layer.
         activation: ``"per_path"`` (original: activation on each path before the gated sum) or ``"after_sum"``
             (one activation after the gated sum).
         act_layer: activation class, instantiated once; ``nn.ReLU`` in the original.
@@ -124,6 +144,7 @@ class GatedConv2d(nn.Module):
         stride: int = 1,
         gate: str = "relu",
         temperature: float = 1.0,
+        rd_ratio: float | None = None,
         activation: str = "per_path",
         act_layer: type[nn.Module] = nn.ReLU,
         bias: bool = True,
@@ -140,7 +161,7 @@ class GatedConv2d(nn.Module):
         self.impl = impl
         self.compiled_sum = bool(compiled_sum)
         self.num_paths = len(self.kernel_sizes)
-        self.gate = Gate(in_channels, self.num_paths, gate, temperature)
+        self.gate = Gate(in_channels, self.num_paths, gate, temperature, rd_ratio=rd_ratio)
         self.paths = nn.ModuleList(
             nn.Conv2d(in_channels, out_channels, k, stride=stride, padding=k // 2, bias=bias)
             for k in self.kernel_sizes
@@ -208,7 +229,7 @@ def _check_arguments(in_channels: int, out_channels: int, stride: int, activatio
         raise ValueError(f"activation must be one of {ACTIVATION_PLACEMENTS}, got {activation!r}")
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl must be one of {IMPLEMENTATIONS}, got {impl!r}")
-    if impl in ("stacked", "condconv") and activation != "after_sum":
+    if impl in kernels.AFTER_SUM_ONLY and activation != "after_sum":
         raise ValueError(f"impl={impl!r} needs activation='after_sum', got {activation!r}")
 
 

@@ -33,6 +33,7 @@ __all__ = ["VARIANTS", "Variant", "StudyError", "study_configs", "variant_kwargs
 
 BASE_WIDTHS = (16, 32, 64, 128, 256)  # the gatedconv network's default widths
 PLAIN = {"kernel_sizes": [3], "gate": "constant"}  # one path whose gate is identically 1: a plain conv + ReLU
+MIX4 = {"kernel_sizes": [3, 3, 3, 3], "activation": "after_sum"}  # K = 4 kernels, one activation after the mix
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ VARIANTS: Dict[str, Variant] = {
     "plain": Variant("one 3x3 path per block (a plain CNN) at the same widths", dict(PLAIN)),
     "plain_matched": Variant("one 3x3 path per block, widths raised to the gated network's cost per step",
                              dict(PLAIN), matched=True),
+    # kernel mixing (activation after the sum): K = 4 kernels mixed per sample cost about one convolution deployed
+    "dyconv": Variant("Dynamic Convolution: 4 kernels mixed per sample, softmax attention with a hidden layer "
+                      "(C/4), temperature annealed 30 -> 1 over the first tenth of training",
+                      {**MIX4, "gate": "softmax", "rd_ratio": 0.25}, {"temperature_anneal": (30.0, 1.0, 0.1)}),
+    "condconv": Variant("CondConv: 4 kernels mixed per sample, sigmoid routing", {**MIX4, "gate": "sigmoid"}),
+    "fixed_mix": Variant("4 kernels averaged by a constant gate: the over-parameterised control (one Conv2d "
+                         "deployed)", {**MIX4, "gate": "constant"}),
 }
 DEFAULT_VARIANTS = tuple(VARIANTS)
 REFERENCE = "relu"

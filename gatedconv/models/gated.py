@@ -30,6 +30,7 @@ class GatedNetConfig:
     kernel_sizes: tuple[int, ...] = (3, 3, 3)
     gate: str = "relu"
     temperature: float = 1.0
+    rd_ratio: float | None = None  # the gate's hidden layer (Dynamic Convolution's attention: 0.25); None: none
     activation: str = "per_path"
     impl: str = "auto"
     gate_bias_init: float | None = 1.0
@@ -63,6 +64,7 @@ class GatedNet(nn.Module):
                     kernel_sizes=config.kernel_sizes,
                     gate=config.gate,
                     temperature=config.temperature,
+                    rd_ratio=config.rd_ratio,
                     activation=config.activation,
                     impl=config.impl,
                 ),
