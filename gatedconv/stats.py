@@ -71,7 +71,8 @@ def t_quantile(q: float, df: float) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
-    """``a`` minus ``b``: the difference of means, its 95% interval, Welch's t, df and two-sided p-value."""
+    """``a`` minus ``b``: the difference of means, its interval (95% unless asked otherwise), Welch's t, df and
+    two-sided p-value."""
 
     diff: float
     low: float
@@ -84,10 +85,13 @@ class Comparison:
 
 
 def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Comparison:
-    """Welch's t-test of mean(a) - mean(b); needs at least two values in each sample."""
+    """Welch's t-test of mean(a) - mean(b) and the interval at ``level``; needs at least two values in each
+    sample. With no spread in either sample the difference is known exactly: the interval is the point ``diff``,
+    t is +-inf and p is 0, or t is 0 and p is 1 where the means are equal. The means are exact (correctly
+    rounded), so samples of one repeated value have equal means whatever their sizes."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"welch needs >= 2 values per sample, got {len(a)} and {len(b)}")
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    ma, mb = statistics.mean(a), statistics.mean(b)
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     diff, se2 = ma - mb, va + vb
     if se2 == 0.0:
