@@ -183,13 +183,17 @@ def build_from_checkpoint(state: dict, path: str | Path = "") -> nn.Module:
     return net
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+def load_model(path: str | Path, device: str | torch.device = "cpu", deploy: bool = False) -> nn.Module:
     """The trained model of a run directory (or checkpoint file) in eval mode. It maps float images in [0, 1],
-    shape (B, 3, 32, 32), to logits: the training normalisation is included."""
+    shape (B, 3, 32, 32), to logits: the training normalisation is included. ``deploy=True`` returns its deployed
+    form (``gatedconv.reparameterize``: the same function, gated blocks fused, BatchNorms folded)."""
     state = load_checkpoint(path)
     net = build_from_checkpoint(state, _checkpoint_path(path))
-    model = Normalized(net, state["mean"], state["std"])
-    return model.to(device).eval()
+    model = Normalized(net, state["mean"], state["std"]).to(device).eval()
+    if deploy:
+        from .deploy import reparameterize
+        model = reparameterize(model)
+    return model
 
 
 if __name__ == "__main__":

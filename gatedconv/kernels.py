@@ -54,6 +54,11 @@ __all__ = [
     "mixed",
     "mixed_gemm",
     "mixed_weight",
+    "mix_kernels",
+    "conv_per_sample",
+    "conv_bmm",
+    "conv_grouped",
+    "conv_output_mix",
     "reference_compiled",
     "set_compiled_sum",
     "stacked",
@@ -228,15 +233,68 @@ def stacked(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return block.act(y)
 
 
+def mix_kernels(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-row mixed kernels ``sum_p a_p W_p``: gates (N, P), kernels (P, C_out, C_in, K, K), biases (P, C_out)
+    -> (N, C_out, C_in, K, K) and (N, C_out) or None. The mixing runs in the weights' dtype (under autocast the
+    convolution casts after it)."""
+    p = weight.shape[0]
+    wm = (a.to(weight.dtype) @ weight.reshape(p, -1)).view(a.shape[0], *weight.shape[1:])
+    bm = a.to(bias.dtype) @ bias if bias is not None else None
+    return wm, bm
+
+
 def mixed_weight(block: nn.Module, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-row mixed kernels ``sum_p a_p W_p``: gates (N, P) -> kernels (N, C_out, C_in, K, K) and biases
-    (N, C_out) or None; the mixing runs in the weights' dtype (under autocast the convolution casts after it)."""
+    """``mix_kernels`` over the block's path kernels (zero-padded to the largest size)."""
     kmax = max(block.kernel_sizes)
     w, b = stacked_weight(block)
-    wp = w.reshape(block.num_paths, -1)  # (P, C_out*C_in*K*K); reshape: channels-last weights are not views
-    wm = (a.to(wp.dtype) @ wp).view(a.shape[0], block.out_channels, block.in_channels, kmax, kmax)
-    bm = a.to(b.dtype) @ b.view(block.num_paths, block.out_channels) if b is not None else None
-    return wm, bm
+    w = w.reshape(block.num_paths, block.out_channels, block.in_channels, kmax, kmax)
+    return mix_kernels(a, w, None if b is None else b.view(block.num_paths, block.out_channels))
+
+
+def conv_per_sample(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, stride: int, padding: int,
+                    ) -> torch.Tensor:
+    """Mixed kernels (N, C_out, C_in, K, K) applied by plain ``conv2d``: one call for the whole batch when N == 1
+    (a mix shared by every sample), else one call a sample."""
+    if wm.shape[0] == 1:
+        return F.conv2d(x, wm[0], None if bm is None else bm[0], stride=stride, padding=padding)
+    return torch.cat([F.conv2d(x[i:i + 1], wm[i], None if bm is None else bm[i], stride=stride, padding=padding)
+                      for i in range(x.shape[0])], 0)
+
+
+def conv_bmm(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, stride: int, padding: int) -> torch.Tensor:
+    """Per-sample kernels (B, C_out, C_in, K, K) as one batched matrix multiply over unfolded patches; the output
+    is a channels-last view."""
+    bsz, c_out, _, k, _ = wm.shape
+    h = (x.shape[2] + 2 * padding - k) // stride + 1
+    wd = (x.shape[3] + 2 * padding - k) // stride + 1
+    cols = F.unfold(x, k, padding=padding, stride=stride).transpose(1, 2)  # (B, L, C_in*K*K)
+    wt = wm.flatten(2).transpose(1, 2)  # (B, C_in*K*K, C_out)
+    if torch.is_autocast_enabled(x.device.type):
+        wt = wt.to(torch.get_autocast_dtype(x.device.type))
+    y = torch.baddbmm(bm.to(wt.dtype)[:, None, :], cols.to(wt.dtype), wt) if bm is not None \
+        else torch.bmm(cols.to(wt.dtype), wt)  # (B, L, C_out)
+    return y.view(bsz, h, wd, c_out).permute(0, 3, 1, 2)  # channels-last (B, C_out, H', W')
+
+
+def conv_grouped(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, stride: int, padding: int,
+                 ) -> torch.Tensor:
+    """Per-sample kernels (B, C_out, C_in, K, K) as one grouped convolution, a group per sample (CondConv)."""
+    bsz, c_out, c_in, k, _ = wm.shape
+    y = F.conv2d(x.reshape(1, bsz * c_in, *x.shape[2:]), wm.reshape(bsz * c_out, c_in, k, k),
+                 None if bm is None else bm.reshape(-1), stride=stride, padding=padding, groups=bsz)
+    return y.view(bsz, c_out, *y.shape[2:])
+
+
+def conv_output_mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor,
+                    stride: int, padding: int) -> torch.Tensor:
+    """The unmixed alternative: all P kernels as one ``conv2d`` with P * C_out outputs, then the per-sample sum
+    over paths (P convolutions' FLOPs, but no per-sample kernels in memory)."""
+    p, c_out = weight.shape[:2]
+    y = F.conv2d(x, weight.reshape(p * c_out, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
+                 stride=stride, padding=padding)  # (B, P*C_out, H', W')
+    y = y.view(y.shape[0], p, c_out, *y.shape[2:])
+    return (y * a.to(y.dtype)[:, :, None, None, None]).sum(1)
 
 
 def _shared_mix(block: nn.Module, a: torch.Tensor) -> bool:
@@ -247,49 +305,20 @@ def _shared_mix(block: nn.Module, a: torch.Tensor) -> bool:
 def mixed(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``after_sum`` only: mixed kernels applied by plain ``conv2d``: one call when the mix is shared, else one a
     sample."""
-    pad = max(block.kernel_sizes) // 2
-    if _shared_mix(block, a):
-        wm, bm = mixed_weight(block, a[:1])  # (1, C_out, C_in, K, K)
-        return block.act(F.conv2d(x, wm[0], None if bm is None else bm[0], stride=block.stride, padding=pad))
-    wm, bm = mixed_weight(block, a)
-    ys = [F.conv2d(x[i:i + 1], wm[i], None if bm is None else bm[i], stride=block.stride, padding=pad)
-          for i in range(x.shape[0])]
-    return block.act(torch.cat(ys, 0))
+    wm, bm = mixed_weight(block, a[:1] if _shared_mix(block, a) else a)
+    return block.act(conv_per_sample(x, wm, bm, block.stride, max(block.kernel_sizes) // 2))
 
 
 def mixed_gemm(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``after_sum`` only: per-sample mixed kernels as one batched matrix multiply over unfolded patches;
-    the output is a channels-last view."""
-    kmax = max(block.kernel_sizes)
-    bsz, _, hin, win = x.shape
-    h = (hin + 2 * (kmax // 2) - kmax) // block.stride + 1
-    wd = (win + 2 * (kmax // 2) - kmax) // block.stride + 1
-    wm, bm = mixed_weight(block, a)  # (B, C_out, C_in, K, K), (B, C_out)
-    cols = F.unfold(x, kmax, padding=kmax // 2, stride=block.stride).transpose(1, 2)  # (B, L, C_in*K*K)
-    wt = wm.flatten(2).transpose(1, 2)  # (B, C_in*K*K, C_out)
-    if torch.is_autocast_enabled(x.device.type):
-        wt = wt.to(torch.get_autocast_dtype(x.device.type))
-    y = torch.bmm(cols.to(wt.dtype), wt)  # (B, L, C_out)
-    if bm is not None:
-        y = y + bm.to(y.dtype)[:, None, :]
-    return block.act(y.view(bsz, h, wd, block.out_channels).permute(0, 3, 1, 2))  # channels-last (B, C_out, H, W)
+    """``after_sum`` only: per-sample mixed kernels as one batched matrix multiply over unfolded patches."""
+    wm, bm = mixed_weight(block, a)
+    return block.act(conv_bmm(x, wm, bm, block.stride, max(block.kernel_sizes) // 2))
 
 
 def condconv(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``after_sum`` only: per-sample kernels ``sum_p a_p W_p`` applied with one grouped convolution."""
-    kmax = max(block.kernel_sizes)
-    w, b = stacked_weight(block)
-    bsz = x.shape[0]
-    wp = w.reshape(block.num_paths, -1)  # (P, C_out*C_in*K*K); reshape: channels-last weights are not views
-    wb = (a.to(wp.dtype) @ wp).view(bsz * block.out_channels, block.in_channels, kmax, kmax)  # per-sample kernels
-    y = F.conv2d(
-        x.reshape(1, bsz * block.in_channels, *x.shape[2:]), wb, None,
-        stride=block.stride, padding=kmax // 2, groups=bsz,
-    )
-    y = y.view(bsz, block.out_channels, *y.shape[2:])
-    if b is not None:
-        y = y + _mixed_bias(block, a, b, y.dtype)
-    return block.act(y)
+    wm, bm = mixed_weight(block, a)
+    return block.act(conv_grouped(x, wm, bm, block.stride, max(block.kernel_sizes) // 2))
 
 
 Form = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -17,6 +17,7 @@ compiled gated sum and the rule ``impl="auto"`` follows live in ``gatedconv.kern
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -195,6 +196,42 @@ class GatedConv2d(nn.Module):
         if self.activation == "per_path":
             return kernels.gated_sum((self.act(conv(x)) for conv in self.paths), a)  # sum_p a_p act(conv_p(x))
         return self.act(kernels.gated_sum((conv(x) for conv in self.paths), a))  # act(sum_p a_p conv_p(x))
+
+    @torch.no_grad()
+    def reparameterize(self) -> nn.Module:
+        """This block's deployed form (a new module; the block is untouched), computing the same function in eval:
+
+        * a gate that is identically 1 (softmax or constant over one path): its convolution and the activation;
+        * ``after_sum`` with the constant gate: ONE ``Conv2d`` with the averaged kernel (and bias), then the
+          activation (the over-parameterised block folds to a plain convolution, as in RepVGG);
+        * ``after_sum`` with an input-dependent gate: a ``DynamicConv2d`` mixing the P kernels per sample;
+        * ``per_path`` otherwise: the block itself (an activation sits between each convolution and the sum, so
+          it costs P convolutions deployed too).
+
+        A bare ``Conv2d`` (no ``Sequential``) is returned when the activation is ``nn.Identity``, so that a
+        BatchNorm right after it can be folded in (``gatedconv.reparameterize``).
+        """
+        from .dynamic import DynamicConv2d
+
+        kmax = max(self.kernel_sizes)
+        if self.gate.is_one or (self.activation == "after_sum" and self.gate.gate == "constant"):
+            a = torch.full((1, self.num_paths), 1.0 / self.num_paths, dtype=self.paths[0].weight.dtype,
+                           device=self.paths[0].weight.device)
+            wm, bm = kernels.mixed_weight(self, a)  # (1, C_out, C_in, K, K): the mean of the padded kernels
+            conv = nn.Conv2d(self.in_channels, self.out_channels, kmax, stride=self.stride, padding=kmax // 2,
+                             bias=bm is not None).to(wm)
+            conv.weight.copy_(wm[0])
+            if bm is not None:
+                conv.bias.copy_(bm[0])
+            return conv if isinstance(self.act, nn.Identity) else nn.Sequential(conv, copy.deepcopy(self.act))
+        if self.activation == "after_sum":
+            w, b = kernels.stacked_weight(self)  # (P*C_out, C_in, K, K)
+            return DynamicConv2d(
+                copy.deepcopy(self.gate), w.reshape(self.num_paths, self.out_channels, self.in_channels, kmax, kmax),
+                None if b is None else b.view(self.num_paths, self.out_channels),
+                stride=self.stride, padding=kmax // 2, act=copy.deepcopy(self.act),
+            )
+        return copy.deepcopy(self)
 
     def choose_impl(self, x: torch.Tensor) -> str:
         """The implementation the block uses for input ``x``: ``impl``, or for ``"auto"`` the measured choice."""

@@ -2,6 +2,7 @@
 set, fed raw [0, 1] images (the model carries its own normalisation), in fp32.
 
     gatedconv-evaluate runs/gatedconv --data-dir ../shared/cifar10
+    gatedconv-evaluate runs/gatedconv --data-dir ../shared/cifar10 --deploy     (its deployed form)
     python scripts/evaluate.py runs/gatedconv --data-dir ../shared/cifar10     (the same)
 
 Prints top-1/top-5 accuracy and, when the run directory has metrics.csv, the test accuracy the run reported.
@@ -21,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or checkpoint file")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--batch-size", type=int, default=500, help="keep 500 to reproduce the run's own report")
+    p.add_argument("--deploy", action="store_true",
+                   help="evaluate the deployed form (gatedconv.reparameterize: gated blocks fused, BatchNorms folded)")
     return p
 
 
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from gatedconv.data import DataError, load_cifar10
 
     try:
-        model = gatedconv.load_model(args.run)
+        model = gatedconv.load_model(args.run, deploy=args.deploy)
         data = load_cifar10(args.data_dir)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from gatedconv.train import evaluate_images
     res = evaluate_images(model, data.test_x, data.test_y, batch_size=args.batch_size)
     n = len(data.test_y)
-    print(f"{args.run}: test top-1 {res['top1']:.4f} ({round(res['top1'] * n)}/{n}), top-5 {res['top5']:.4f}")
+    form = " (deployed)" if args.deploy else ""
+    print(f"{args.run}{form}: test top-1 {res['top1']:.4f} ({round(res['top1'] * n)}/{n}), top-5 {res['top5']:.4f}")
     final = Path(args.run) / "final.json"
     if final.exists():
         import json
