@@ -76,23 +76,26 @@ def _grads(m, x, impl, dtype=torch.float64):
     y = m(x)
     g = torch.linspace(-1, 1, y.numel(), dtype=dtype).view_as(y)
     (y * g).sum().backward()
-    return y.detach(), x.grad.detach(), {n: p.grad.detach().clone() for n, p in m.named_parameters()}
+    return y.detach(), x.grad.detach(), {n: p.grad.detach().clone() for n, p in m.named_parameters()
+                                         if p.requires_grad}  # a constant gate's weights do not train
 
 
 @given(
     b=st.integers(1, 3), c_in=st.integers(1, 5), c_out=st.integers(1, 5), h=st.integers(1, 9), w=st.integers(1, 9),
     stride=st.sampled_from([1, 2]), kernel_sizes=st.lists(odd_kernel, min_size=1, max_size=3),
-    activation=st.sampled_from(L.ACTIVATION_PLACEMENTS), gate=st.sampled_from(["relu", "softmax", "sigmoid"]),
-    seed=st.integers(0, 2**16),
+    activation=st.sampled_from(L.ACTIVATION_PLACEMENTS), gate=st.sampled_from(L.GATE_TYPES),
+    rd_ratio=st.sampled_from([None, 0.5]), seed=st.integers(0, 2**16),
 )
-def test_fast_implementations_equal_reference(b, c_in, c_out, h, w, stride, kernel_sizes, activation, gate, seed):
+def test_fast_implementations_equal_reference(b, c_in, c_out, h, w, stride, kernel_sizes, activation, gate,
+                                              rd_ratio, seed):
     torch.manual_seed(seed)
-    m = GatedConv2d(c_in, c_out, kernel_sizes=kernel_sizes, stride=stride, activation=activation, gate=gate)
+    m = GatedConv2d(c_in, c_out, kernel_sizes=kernel_sizes, stride=stride, activation=activation, gate=gate,
+                    rd_ratio=rd_ratio)
     nn.init.constant_(m.gate.fc.bias, 0.5)  # keep ReLU gates open so every gradient path is exercised
     x = torch.randn(b, c_in, h, w)
     y0, gx0, gp0 = _grads(m, x, "reference")
     impls = ["fused", "gemm"] + (["dense"] if stride == 1 else [])
-    impls += ["stacked", "condconv"] if activation == "after_sum" else []
+    impls += list(kernels.AFTER_SUM_ONLY) if activation == "after_sum" else []
     for impl in impls:
         y, gx, gp = _grads(m, x, impl)
         assert torch.allclose(y, y0, atol=1e-9, rtol=1e-7), impl
@@ -150,6 +153,10 @@ def test_auto_choice():
         assert GatedConv2d(8, 8, stride=2).choose_impl(cl) == "gemm"  # dense needs stride 1
         assert GatedConv2d(8, 8, kernel_sizes=(1, 3)).choose_impl(
             torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)) == "reference"  # gemm: equal sizes only
+    # the constant gate mixes every sample alike: one convolution with the averaged kernel, any shape and dtype
+    fixed = GatedConv2d(8, 8, kernel_sizes=(3, 3, 3, 3), gate="constant", activation="after_sum")
+    assert fixed.choose_impl(torch.randn(2, 8, 16, 16)) == "mixed" and fixed.choose_impl(cl) == "mixed"
+    assert GatedConv2d(8, 8, gate="constant").choose_impl(torch.randn(2, 8, 16, 16)) == "reference"  # per_path
 
 
 @pytest.mark.parametrize("activation", L.ACTIVATION_PLACEMENTS)
@@ -273,13 +280,16 @@ def test_bad_arguments_raise(kwargs, match):
         GatedConv2d(3, 4, **kwargs)
 
 
-def test_readme_snippet_runs():
-    """The README's "use the block in your own model" example, verbatim in spirit: it must train a step."""
-    import re
-    from pathlib import Path
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"<!-- snippet:own-model[^>]*-->\s*```python\n(.*?)```", readme, re.DOTALL)
-    assert block, "README lost its own-model snippet"
-    ns: dict = {}
-    exec(compile(block.group(1), "README-snippet", "exec"), ns)  # noqa: S102  (the README's own code)
-    assert ns["loss_after"] < ns["loss_before"]
+
+def test_gate_hidden_layer_is_dynamic_convolutions_attention():
+    """rd_ratio puts Linear -> ReLU -> Linear in front of the gate's output, with at least rd_min hidden units."""
+    torch.manual_seed(0)
+    g = Gate(64, 4, "softmax", temperature=2.0, rd_ratio=0.25)
+    assert (g.hidden[0].in_features, g.hidden[0].out_features, g.fc.in_features) == (64, 16, 16)
+    assert Gate(3, 4, rd_ratio=0.25).fc.in_features == 4  # the first block's 3 channels still get rd_min units
+    x = torch.randn(5, 64, 3, 3)
+    expected = torch.softmax(g.fc(torch.relu(g.hidden[0](x.mean((2, 3))))) / 2.0, dim=1)
+    assert torch.allclose(g(x), expected, atol=1e-6)
+    assert not any(p.requires_grad for p in Gate(8, 4, "constant", rd_ratio=0.5).parameters())
+    with pytest.raises(ValueError, match="rd_ratio"):
+        Gate(8, 4, rd_ratio=0.0)
