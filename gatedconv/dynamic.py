@@ -34,9 +34,11 @@ __all__ = ["DynamicConv2d", "DYNAMIC_IMPLEMENTATIONS"]
 
 DYNAMIC_IMPLEMENTATIONS = ("auto", "conv", "bmm", "grouped", "output")
 
-# "auto" mixes kernels when the batch holds at most this many samples per output pixel of the layer ... (see
-# auto_impl); set from benchmarks/bench_infer.py's per-layer timings (fp32, eval, 2-core AVX-512 CPU)
-MIX_MAX_BATCH = 1
+# "auto" (see auto_impl) for batches of more than one sample: the grouped convolution on maps of at least this many
+# output pixels, the output-mixing form below it, where the per-sample kernels would cost as much memory traffic
+# as the convolution itself (the last blocks: 4x4 and 2x2 maps). Measured with benchmarks/bench_infer.py --layers
+# (fp32, eval, 2-core AVX-512 CPU).
+GROUPED_MIN_PIXELS = 64
 
 
 class DynamicConv2d(nn.Module):
@@ -135,5 +137,11 @@ def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def auto_impl(layer: DynamicConv2d, x: torch.Tensor) -> str:
-    """The form ``impl="auto"`` uses for ``x``: decided from the batch size only (see ``MIX_MAX_BATCH``)."""
-    return "conv" if x.shape[0] <= MIX_MAX_BATCH else "output"
+    """The form ``impl="auto"`` uses for ``x`` (from its shape only): one convolution with the mixed kernel for a
+    single sample; for a batch, the grouped convolution on large maps and output mixing on small ones."""
+    if x.shape[0] == 1:
+        return "conv"
+    k = layer.kernel_shape[-1]
+    h = (x.shape[2] + 2 * layer.padding - k) // layer.stride + 1
+    w = (x.shape[3] + 2 * layer.padding - k) // layer.stride + 1
+    return "grouped" if h * w >= GROUPED_MIN_PIXELS else "output"

@@ -13,7 +13,7 @@ from torch import nn
 
 from .train import autocast_context
 
-__all__ = ["training_step_flops", "matmul_peak_flops", "synthetic_train_step", "sync"]
+__all__ = ["training_step_flops", "inference_flops", "matmul_peak_flops", "synthetic_train_step", "sync"]
 
 
 def training_step_flops(model: nn.Module, input_shape: Sequence[int], *, autocast_dtype: Optional[torch.dtype] = None,
@@ -35,6 +35,20 @@ def training_step_flops(model: nn.Module, input_shape: Sequence[int], *, autocas
     with counter, autocast_context(p.device, autocast_dtype):
         net(x).float().sum().backward()
     return int(counter.get_total_flops() * b // s)
+
+
+@torch.no_grad()
+def inference_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 32, 32)) -> int:
+    """Matmul / convolution FLOPs of one eval-mode forward pass of ``model`` on a batch of ``input_shape``, as the
+    model computes it at that batch size (a dynamic convolution counts its kernel mixing and its convolution; a
+    form chosen for large batches may count more). Elementwise work is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(model.parameters())
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.randn(*input_shape, device=p.device, dtype=p.dtype))
+    return int(counter.get_total_flops())
 
 
 def synthetic_train_step(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
