@@ -29,7 +29,8 @@ from .rundir import read_json
 from .summary import make_record
 
 __all__ = ["VARIANTS", "Variant", "StudyError", "study_configs", "variant_kwargs", "match_widths", "step_costs",
-           "run_study", "study_record", "BASE_WIDTHS", "DEFAULT_VARIANTS"]
+           "run_study", "study_record", "BASE_WIDTHS", "DEFAULT_VARIANTS", "comparisons", "deployed_comparisons",
+           "DEPLOYED_PAIRS", "TRAINING_VARIANTS"]
 
 BASE_WIDTHS = (16, 32, 64, 128, 256)  # the gatedconv network's default widths
 PLAIN = {"kernel_sizes": [3], "gate": "constant"}  # one path whose gate is identically 1: a plain conv + ReLU
@@ -43,7 +44,8 @@ class Variant:
     description: str
     model_kwargs: dict = field(default_factory=dict)
     run: dict = field(default_factory=dict)
-    matched: bool = False  # widths set by match_widths against the reference variant
+    matched: str = ""  # "step": widths matched to the ReLU gate's training step; "latency": to dyconv's deployed
+    # latency at batch 1 (match_widths both)
 
 
 VARIANTS: Dict[str, Variant] = {
@@ -54,7 +56,7 @@ VARIANTS: Dict[str, Variant] = {
                               {"gate": "softmax"}, {"temperature_anneal": (30.0, 1.0, 0.1)}),
     "plain": Variant("one 3x3 path per block (a plain CNN) at the same widths", dict(PLAIN)),
     "plain_matched": Variant("one 3x3 path per block, widths raised to the gated network's cost per step",
-                             dict(PLAIN), matched=True),
+                             dict(PLAIN), matched="step"),
     # kernel mixing (activation after the sum): K = 4 kernels mixed per sample cost about one convolution deployed
     "dyconv": Variant("Dynamic Convolution: 4 kernels mixed per sample, softmax attention with a hidden layer "
                       "(C/4), temperature annealed 30 -> 1 over the first tenth of training",
@@ -62,24 +64,43 @@ VARIANTS: Dict[str, Variant] = {
     "condconv": Variant("CondConv: 4 kernels mixed per sample, sigmoid routing", {**MIX4, "gate": "sigmoid"}),
     "fixed_mix": Variant("4 kernels averaged by a constant gate: the over-parameterised control (one Conv2d "
                          "deployed)", {**MIX4, "gate": "constant"}),
+    "plain_deployed": Variant("one 3x3 path per block, widths raised until its deployed latency (batch 1) matches "
+                              "the deployed dyconv network's", dict(PLAIN), matched="latency"),
 }
+MATCHED_AGAINST = {"step": "relu", "latency": "dyconv"}  # whose cost each kind of matching equals
 DEFAULT_VARIANTS = tuple(VARIANTS)
 REFERENCE = "relu"
+# the question at equal training cost is about the original per-path block ...
+TRAINING_VARIANTS = ("relu", "softmax", "constant", "softmax_anneal", "plain", "plain_matched")
+# ... and at equal deployed cost about kernel mixing: (variant, against, the question the comparison answers)
+DEPLOYED_PAIRS = (
+    ("dyconv", "plain", "does it pay at about the plain network's deployed cost?"),
+    ("dyconv", "plain_deployed", "does it pay at equal deployed latency?"),
+    ("dyconv", "fixed_mix", "is it the input dependence?"),
+    ("fixed_mix", "plain", "is it the over-parameterisation?"),
+    ("condconv", "fixed_mix", "does CondConv's routing pay over the fixed mix?"),
+)
 
 
 class StudyError(ValueError):
     """Bad study input; one line."""
 
 
-def variant_kwargs(name: str, matched_widths: Optional[Sequence[int]] = None) -> dict:
-    """The model keywords of variant ``name`` (the cost-matched one with ``matched_widths``)."""
+def variant_kwargs(name: str, matched_widths: Optional[Sequence[int] | Dict[str, Sequence[int]]] = None) -> dict:
+    """The model keywords of variant ``name``. A cost-matched variant takes its widths from ``matched_widths``:
+    a dict by variant name, or one list for the training-step-matched ``plain_matched``."""
     if name not in VARIANTS:
         raise StudyError(f"unknown variant {name!r}; choose from: {', '.join(VARIANTS)}")
-    kw = dict(VARIANTS[name].model_kwargs)
-    if VARIANTS[name].matched:
-        if matched_widths is None:
-            raise StudyError(f"{name} needs --matched-widths (or the calibration: see match_widths)")
-        kw["widths"] = [int(w) for w in matched_widths]
+    v, kw = VARIANTS[name], dict(VARIANTS[name].model_kwargs)
+    if v.matched:
+        if isinstance(matched_widths, dict):
+            widths = matched_widths.get(name)
+        else:
+            widths = matched_widths if v.matched == "step" else None
+        if widths is None:
+            flag = "--matched-widths" if v.matched == "step" else "--latency-widths"
+            raise StudyError(f"{name} needs {flag} (or the recorded calibration: see match_widths)")
+        kw["widths"] = [int(w) for w in widths]
     return kw
 
 
@@ -135,6 +156,33 @@ def _step_timer(model_kwargs: dict, batch_size: int, device: torch.device) -> Ca
     return run
 
 
+def _latency_timer(model_kwargs: dict, batch_size: int, device: torch.device) -> Callable[[int], float]:
+    """A function timing ``n`` eval forward passes (fp32, channels-last) of the network's deployed form
+    (``gatedconv.reparameterize``) on a batch of ``batch_size``: seconds per pass."""
+    from .deploy import reparameterize
+    from .models import create_model
+
+    torch.manual_seed(0)
+    net = reparameterize(create_model("gatedconv", **model_kwargs).eval()).to(device, memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def run(n: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(n):
+            net(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / n
+    run(5)  # warm-up
+    return run
+
+
+TIMERS = {"step": _step_timer, "latency": _latency_timer}  # what match_widths equalises
+
+
 def _ratio(candidate: Callable[[int], float], reference: Callable[[int], float], rounds: int, steps: int) -> float:
     """Median over rounds of candidate / reference step time, the two interleaved within each round."""
     return statistics.median(candidate(steps) / reference(steps) for _ in range(rounds))
@@ -148,21 +196,24 @@ def _scaled(widths: Sequence[int], m: float) -> List[int]:
 
 def match_widths(reference_kwargs: Optional[dict] = None, base_widths: Sequence[int] = BASE_WIDTHS,
                  batch_size: int = 128, device: str = "auto", rounds: int = 7, steps: int = 4,
-                 multipliers: Sequence[float] = (1.25, 1.5, 1.75, 2.0, 2.25), print_fn: Callable = print) -> dict:
-    """Widths of the one-path plain network whose training step costs what the reference (gated) network's
-    step costs on this host: each candidate width multiplier timed against the reference side by side
-    (interleaved rounds, median of the per-round ratios), then the midpoint of the two candidates that bracket a
-    ratio of 1; the closest wins. Returns the widths, the multiplier and the measured ratio; the runs' own
-    seconds per epoch check it afterwards."""
+                 multipliers: Sequence[float] = (1.25, 1.5, 1.75, 2.0, 2.25), print_fn: Callable = print,
+                 cost: str = "step") -> dict:
+    """Widths of the one-path plain network whose cost equals the reference (gated) network's on this host:
+    ``cost="step"`` a training step at ``batch_size``, ``cost="latency"`` an eval forward pass of the deployed
+    forms. Each candidate width multiplier is timed against the reference side by side (interleaved rounds,
+    median of the per-round ratios), then the midpoint of the two candidates that bracket a ratio of 1; the
+    closest wins. Returns the widths, the multiplier and the measured ratio; the runs' own seconds per epoch check
+    a step match afterwards."""
     from .train import resolve_device
 
     dev = resolve_device(device)
-    reference = _step_timer(dict(reference_kwargs or {}), batch_size, dev)
+    timer = TIMERS[cost]
+    reference = timer(dict(reference_kwargs or {}), batch_size, dev)
 
     def measure(m: float) -> dict:
         widths = _scaled(base_widths, m)
-        r = _ratio(_step_timer({**PLAIN, "widths": widths}, batch_size, dev), reference, rounds, steps)
-        print_fn(f"  width x{m:.3f} {widths}: plain step / gated step = {r:.3f} (median of {rounds} rounds)")
+        r = _ratio(timer({**PLAIN, "widths": widths}, batch_size, dev), reference, rounds, steps)
+        print_fn(f"  width x{m:.3f} {widths}: plain {cost} / gated {cost} = {r:.3f} (median of {rounds} rounds)")
         return {"widths": widths, "multiplier": m, "ratio": r}
 
     tried = [measure(m) for m in multipliers]
@@ -173,7 +224,7 @@ def match_widths(reference_kwargs: Optional[dict] = None, base_widths: Sequence[
         if _scaled(base_widths, (lo["multiplier"] + hi["multiplier"]) / 2) not in [t["widths"] for t in tried]:
             tried.append(measure((lo["multiplier"] + hi["multiplier"]) / 2))
     best = min(tried, key=lambda t: abs(t["ratio"] - 1))
-    return {**best, "batch_size": batch_size, "rounds": rounds, "steps": steps, "device": str(dev)}
+    return {**best, "batch_size": batch_size, "rounds": rounds, "steps": steps, "device": str(dev), "cost": cost}
 
 
 def step_costs(variants: Sequence[str], matched_widths: Optional[Sequence[int]] = None, batch_size: int = 128,
@@ -239,7 +290,7 @@ def run_study(cells: Sequence[Tuple[str, object]], results_path: str | Path, com
     """Train or reuse every cell; after each run append its record to ``results_path`` (one results file of
     ``results/``), so an interrupted study keeps what it finished. Returns the file's records."""
     from .grid import train_or_reuse
-    from .report import dump_results
+    from .summary import dump_results
 
     path = Path(results_path)
     data = read_json(path) or {"about": "gatedconv-study: the gating study (docs/research.md)", "records": []}
@@ -276,13 +327,19 @@ def verdict(c, better: str = "higher") -> str:
     return "helps (higher accuracy)" if c.diff > 0 else "hurts (lower accuracy)"
 
 
-def comparisons(records: Sequence[dict]) -> List[dict]:
-    """Each variant against the ReLU gate and against the cost-matched plain network: the mean difference of
-    test accuracy (percentage points) with its 95% interval, Welch's t-test p-value and the verdict. Pairs with
-    fewer than two runs on a side are left out."""
+def _compare(groups: Dict[str, List[dict]], name: str, against: str, question: str = "") -> dict:
     from .stats import welch
 
-    groups = by_variant(records)
+    c = welch([r["acc_pct"] for r in groups[name]], [r["acc_pct"] for r in groups[against]])
+    return {"variant": name, "against": against, "comparison": c, "verdict": verdict(c), "question": question}
+
+
+def comparisons(records: Sequence[dict]) -> List[dict]:
+    """At equal training cost: each variant of the original per-path block (``TRAINING_VARIANTS``) against the
+    ReLU gate and against the cost-matched plain network: the mean difference of test accuracy (percentage points)
+    with its 95% interval, Welch's t-test p-value and the verdict. Pairs with fewer than two runs on a side are
+    left out."""
+    groups = {k: v for k, v in by_variant(records).items() if k in TRAINING_VARIANTS}
     out = []
     for against in (REFERENCE, "plain_matched"):
         if len(groups.get(against, [])) < 2:
@@ -290,6 +347,14 @@ def comparisons(records: Sequence[dict]) -> List[dict]:
         for name, rs in groups.items():
             if name == against or len(rs) < 2 or any(c["variant"] == against and c["against"] == name for c in out):
                 continue  # itself, too few runs, or the mirror of a comparison already made
-            c = welch([r["acc_pct"] for r in rs], [r["acc_pct"] for r in groups[against]])
-            out.append({"variant": name, "against": against, "comparison": c, "verdict": verdict(c)})
+            out.append(_compare(groups, name, against))
     return out
+
+
+def deployed_comparisons(records: Sequence[dict]) -> List[dict]:
+    """At equal deployed cost: the kernel-mixing variants against each other and the plain networks
+    (``DEPLOYED_PAIRS``), each with the question it answers; pairs with fewer than two runs on a side are left
+    out."""
+    groups = by_variant(records)
+    return [_compare(groups, a, b, q) for a, b, q in DEPLOYED_PAIRS
+            if len(groups.get(a, [])) >= 2 and len(groups.get(b, [])) >= 2]
