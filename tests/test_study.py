@@ -12,7 +12,7 @@ import pytest
 from gatedconv import report, stats
 from gatedconv.layers import Gate
 from gatedconv.run import RunConfig, RunError, run_training
-from gatedconv.study import VARIANTS, comparisons, study_configs
+from gatedconv.study import VARIANTS, StudyError, comparisons, deployed_comparisons, study_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--batch-size", "20", "--eval-batch-size", "50", "--precision", "fp32", "--compile", "off", "--quiet"]
@@ -68,11 +68,21 @@ def test_temperature_anneal_runs_from_start_to_end(tiny_cifar, tmp_path, monkeyp
 
 
 def test_study_configs_cover_every_variant_seed_major(tmp_path):
-    cells = study_configs(list(VARIANTS), [0, 1], 30, tmp_path, matched_widths=[24, 48, 96, 192, 384])
+    widths = {"plain_matched": [24, 48, 96, 192, 384], "plain_deployed": [32, 64, 128, 256, 512]}
+    cells = study_configs(list(VARIANTS), [0, 1], 30, tmp_path, matched_widths=widths)
     assert [n for n, _ in cells[:len(VARIANTS)]] == list(VARIANTS) and cells[len(VARIANTS)][1].seed == 1
-    cfg = dict(cells)["plain_matched"]
-    assert cfg.model_kwargs == {"kernel_sizes": [3], "gate": "constant", "widths": [24, 48, 96, 192, 384]}
-    assert dict(cells)["softmax_anneal"].temperature_anneal == (30.0, 1.0, 0.1)
+    cfg = dict(cells)
+    assert cfg["plain_matched"].model_kwargs == {"kernel_sizes": [3], "gate": "constant", "widths": widths["plain_matched"]}
+    assert cfg["plain_deployed"].model_kwargs["widths"] == widths["plain_deployed"]
+    assert cfg["softmax_anneal"].temperature_anneal == (30.0, 1.0, 0.1)
+    # the kernel-mixing variants: K = 4 kernels mixed before one activation, each with its gate
+    assert cfg["dyconv"].model_kwargs == {"kernel_sizes": [3, 3, 3, 3], "activation": "after_sum", "gate": "softmax",
+                                          "rd_ratio": 0.25}
+    assert cfg["dyconv"].temperature_anneal == (30.0, 1.0, 0.1)
+    assert cfg["condconv"].model_kwargs["gate"] == "sigmoid" and cfg["fixed_mix"].model_kwargs["gate"] == "constant"
+    # one list of widths still means the training-step match; the latency match then has none
+    with pytest.raises(StudyError, match="plain_deployed needs --latency-widths"):
+        study_configs(["plain_deployed"], [0], 30, tmp_path, matched_widths=[24, 48, 96, 192, 384])
 
 
 def test_study_command_records_reuses_and_compares(tiny_cifar, tmp_path, capsys):
@@ -177,3 +187,21 @@ def test_study_report_uses_the_mean_step_cost_of_all_sittings(tmp_path):
     costs = report.table_study_costs(R)
     assert "32.0 ms (0.400x)" in costs and "45.0 ms (0.500x)" in costs and "9 x 10" in costs
     assert report.figure_study(R, tmp_path / "study.png").stat().st_size > 0
+
+
+def test_deployed_comparisons_answer_their_questions_with_welch():
+    """Each deployed-cost pair is variant minus its control with the question it answers; pairs lacking two runs
+    on a side are left out; the training-cost comparisons do not mix the kernel-mixing variants in."""
+    acc = {"dyconv": [80.0, 81.0, 82.0], "plain": [78.0, 78.5, 79.0], "fixed_mix": [79.0, 80.0, 81.0],
+           "condconv": [79.5], "relu": [70.0, 71.0]}
+    records = [{"variant": v, "acc_pct": a, "seed": i} for v, accs in acc.items() for i, a in enumerate(accs)]
+    out = deployed_comparisons(records)
+    assert [(c["variant"], c["against"]) for c in out] == [("dyconv", "plain"), ("dyconv", "fixed_mix"),
+                                                           ("fixed_mix", "plain")]
+    assert [c["question"] for c in out] == ["does it pay at about the plain network's deployed cost?",
+                                            "is it the input dependence?", "is it the over-parameterisation?"]
+    first = out[0]["comparison"]
+    assert first.diff == pytest.approx(81.0 - 78.5)  # variant minus control, not the reverse
+    assert first.p == pytest.approx(stats.welch(acc["dyconv"], acc["plain"]).p)
+    assert out[0]["verdict"] == ("helps (higher accuracy)" if first.p < 0.05 else "no measurable difference at this budget")
+    assert [(c["variant"], c["against"]) for c in comparisons(records)] == [("plain", "relu")]
