@@ -277,7 +277,7 @@ def test_ablation_variants_resolve_and_deduplicate():
         ab._parse(ab.parse_args(["--control-seeds", "x"]))
 
 
-def test_ablation_smoke(tiny_cifar, tmp_path, capsys):
+def test_ablation_smoke(tiny_cifar, tmp_path, capsys, monkeypatch):
     ab = _script("ablate")
     out, table, fig = tmp_path / "abl", tmp_path / "abl.md", tmp_path / "figs" / "abl.png"
     argv = ["--variants", "relu,constant,sigmoid", "--epochs", "1", "--seeds", "0", "--control-seeds", "1",
@@ -296,9 +296,25 @@ def test_ablation_smoke(tiny_cifar, tmp_path, capsys):
     assert "±" in rows["relu"][4] and "±" not in rows["sigmoid"][4]
     assert "1 epoch(s) per run" in table.read_text()
     assert _is_png(fig)
-    # a second call reuses the finished runs
-    assert ab.main(argv) == 0
-    assert table.read_text().count("| relu") == 1
+
+    # a second call reuses the finished runs: nothing trains, and no file of a run directory is rewritten
+    def run_files():
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*/seed*/**/*") if p.is_file()}
+
+    files = run_files()
+    assert {p.parent.relative_to(out).as_posix() for p in files} == {"relu/seed0", "relu/seed1", "constant/seed0",
+                                                                     "constant/seed1", "sigmoid/seed0"}
+    first_table = table.read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("gatedconv.run.run_training", no_training)
+    assert ab.main(argv) == 0, capsys.readouterr().err
+    now = run_files()
+    assert sorted(now) == sorted(files) and [p for p in files if now[p] != files[p]] == []
+    assert table.read_text() == first_table
+    monkeypatch.undo()
     capsys.readouterr()
     # ... but not for a table that asks for the live weights: those runs evaluated the weight average
     assert ab.main(argv + ["--ema-decay", "0"]) == 1
