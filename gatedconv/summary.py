@@ -15,6 +15,7 @@ A record is one flat JSON object::
      "acc_pct": 85.51, ...}
 
 ``docs/results.md`` lists every field. Accuracies are percentages (``*_pct``), times seconds (``*_s``).
+``dump_results`` writes a results file (``{"about": ..., "records": [...]}``) in its committed layout.
 This module imports only the standard library, so anything may import it.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-__all__ = ["KINDS", "SUMMARY_NAME", "bench_record", "host_name", "make_record", "write_summary"]
+__all__ = ["KINDS", "SUMMARY_NAME", "bench_record", "dump_results", "host_name", "make_record",
+           "write_summary"]
 
 SUMMARY_NAME = "summary.json"
 # "train": gatedconv.run (scripts/trainf.py, the leaderboard and the ablation grid), "speedrun": gatedconv.speedrun;
@@ -176,3 +178,17 @@ def write_summary(run_dir, record: dict) -> Path:
     tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def dump_results(data: dict) -> str:
+    """The committed layout of a results file: top-level fields first, then one record per line."""
+    lines = ["{"]
+    for key, value in data.items():
+        if key != "records":
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)},")
+    records = data.get("records", [])
+    lines.append('  "records": [')
+    lines += [f"    {json.dumps(r, ensure_ascii=False)}{',' if i < len(records) - 1 else ''}"
+              for i, r in enumerate(records)]
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"

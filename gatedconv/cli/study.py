@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # big activations reuse heap memory instead of faulting in fresh pages (gatedconv/malloc.py)
     from gatedconv.checkpoint import CheckpointError, atomic_write_text
     from gatedconv.data import DataError
-    from gatedconv.report import dump_results
+    from gatedconv.summary import dump_results
     from gatedconv.rundir import RunError, command_line, read_json
     from gatedconv.run import RunInterrupted
     from gatedconv.study import StudyError, comparisons, run_study, study_configs
