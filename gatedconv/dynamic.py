@@ -8,8 +8,10 @@ mix K kernels per sample with the gate and then run ONE convolution::
     out = act(conv(x_b, W_b) + b_b)  [+ post_bias]
 
 which is ``GatedConv2d(..., activation="after_sum")`` computed in the other order. The layer holds the K kernels
-as one matrix (K, C_out*C_in*k*k), so nothing is stacked or copied per call (and ``model.to(memory_format=
-torch.channels_last)`` leaves it alone), and keeps the block's ``Gate`` as it is.
+as one matrix (K, C_out*k*k*C_in), rows in the channels-last order (O, kH, kW, I), so mixing is one matrix
+multiply and its result is a channels-last kernel without a copy (the package runs channels-last; an NCHW input
+costs the convolution one copy of the mixed kernel). ``model.to(memory_format=...)`` leaves the matrix alone.
+The block's ``Gate`` is kept, with a softmax temperature folded into its last layer.
 ``post_bias`` (per output channel, not mixed) is where a BatchNorm folded into the layer puts its shift.
 
 How the mixed kernels are applied (``impl``; every form computes the same function, proved against
@@ -70,7 +72,8 @@ class DynamicConv2d(nn.Module):
             raise ValueError(f"impl must be one of {DYNAMIC_IMPLEMENTATIONS}, got {impl!r}")
         self.gate = gate
         self.kernel_shape = tuple(weight.shape[1:])  # (C_out, C_in, k, k)
-        self.weight = nn.Parameter(weight.detach().reshape(weight.shape[0], -1).clone())  # (K, C_out*C_in*k*k)
+        # (K, C_out, C_in, k, k) -> (K, C_out*k*k*C_in): each row a kernel in channels-last order
+        self.weight = nn.Parameter(weight.detach().permute(0, 1, 3, 4, 2).reshape(weight.shape[0], -1).clone())
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
         self.post_bias: nn.Parameter | None = None
         self.stride, self.padding = int(stride), int(padding)
@@ -89,9 +92,11 @@ class DynamicConv2d(nn.Module):
     def out_channels(self) -> int:
         return self.kernel_shape[0]
 
-    def kernels(self) -> torch.Tensor:
-        """The K kernels as a (K, C_out, C_in, k, k) view."""
-        return self.weight.view(self.num_kernels, *self.kernel_shape)
+    def kernels(self, w: torch.Tensor | None = None) -> torch.Tensor:
+        """The K kernels (or rows ``w`` of mixed ones) as an (N, C_out, C_in, k, k) view, channels-last strided."""
+        w = self.weight if w is None else w
+        c_out, c_in, kh, kw = self.kernel_shape
+        return w.view(w.shape[0], c_out, kh, kw, c_in).permute(0, 1, 4, 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.gate(x)  # (B, K)
@@ -99,7 +104,8 @@ class DynamicConv2d(nn.Module):
         if impl == "output":
             y = kernels.conv_output_mix(x, self.kernels(), self.bias, a, self.stride, self.padding)
         else:
-            wm, bm = kernels.mix_kernels(a, self.kernels(), self.bias)  # (B, C_out, C_in, k, k), (B, C_out)
+            wm = self.kernels(a.to(self.weight.dtype) @ self.weight)  # (B, C_out, C_in, k, k)
+            bm = a.to(self.bias.dtype) @ self.bias if self.bias is not None else None  # (B, C_out)
             apply = {"conv": kernels.conv_per_sample, "bmm": kernels.conv_bmm, "grouped": kernels.conv_grouped}[impl]
             y = apply(x, wm, bm, self.stride, self.padding)
         if self.post_bias is not None:
@@ -113,7 +119,7 @@ class DynamicConv2d(nn.Module):
         if not isinstance(self.act, nn.Identity):
             raise ValueError("a BatchNorm can be folded into a DynamicConv2d only when no activation comes between")
         s, shift = _bn_affine(bn)
-        self.weight.view(self.num_kernels, self.out_channels, -1).mul_(s.view(1, -1, 1))
+        self.weight.view(self.num_kernels, self.out_channels, -1).mul_(s.view(1, -1, 1))  # rows are (O, ...)
         if self.bias is not None:
             self.bias.mul_(s.view(1, -1))
         post = shift if self.post_bias is None else self.post_bias * s + shift

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--first-1000: OUT/study.json, so a quick look never mixes with the published records)")
     p.add_argument("--matched-widths", default=None, help="five widths of the cost-matched plain network, e.g. "
                    "24,48,96,192,384 (default: the recorded calibration, else calibrate now)")
+    p.add_argument("--latency-widths", default=None, help="five widths of plain_deployed, the plain network whose "
+                   "deployed latency (batch 1) matches dyconv's (default: the recorded calibration, else calibrate now)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--eval-batch-size", type=int, default=None)
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
@@ -57,24 +59,41 @@ def _ints(text: str, flag: str, n: int | None = None) -> list:
     return vals
 
 
-def _matched_widths(args, records: list, say) -> list:
-    """--matched-widths, else the calibration recorded in the results file, else calibrate now and record it."""
+# the cost-matched variants: (flag, the calibration record's kind, the cost matched, batch size, steps per round)
+MATCHING = {
+    "plain_matched": ("--matched-widths", "calibration", "step", None, 4),
+    "plain_deployed": ("--latency-widths", "latency_calibration", "latency", 1, 50),
+}
+
+
+def _matched_widths(args, variants: list, records: list, say) -> dict:
+    """The widths of each cost-matched variant asked for: its flag, else the calibration recorded in the results
+    file, else a calibration run now (both networks timed side by side on this host), recorded there."""
     from gatedconv.rundir import command_line
-    from gatedconv.study import match_widths
+    from gatedconv.study import MATCHED_AGAINST, VARIANTS, match_widths, variant_kwargs
     from gatedconv.summary import make_record
 
-    if args.matched_widths:
-        return _ints(args.matched_widths, "--matched-widths", 5)
-    recorded = [r for r in records if r.get("kind") == "calibration"]
-    if recorded:
-        return recorded[-1]["widths"]
-    say("calibrating the cost-matched plain network (training steps timed side by side with the gated one)")
-    m = match_widths(device=args.device or "auto", batch_size=args.batch_size or 128, print_fn=say)
-    rec = make_record(command=command_line(), config={"name": "plain_matched calibration"}, final=m,
-                      kind="calibration")
-    rec.update(widths=m["widths"], seed=None)
-    records.append(rec)
-    return m["widths"]
+    out = {}
+    for name in [v for v in variants if v in MATCHING]:
+        flag, kind, cost, batch, steps = MATCHING[name]
+        given = getattr(args, flag[2:].replace("-", "_"))
+        if given:
+            out[name] = _ints(given, flag, 5)
+            continue
+        recorded = [r for r in records if r.get("kind") == kind]
+        if recorded:
+            out[name] = recorded[-1]["widths"]
+            continue
+        against = MATCHED_AGAINST[VARIANTS[name].matched]
+        say(f"calibrating the cost-matched plain network {name} ({cost} timed side by side with {against}'s)")
+        m = match_widths(reference_kwargs=variant_kwargs(against), device=args.device or "auto", print_fn=say, cost=cost,
+                         batch_size=batch or args.batch_size or 128, steps=steps,
+                         multipliers=(1.25, 1.5, 1.75, 2.0, 2.25) if cost == "step" else (1.5, 2.0, 2.5, 3.0, 3.5))
+        rec = make_record(command=command_line(), config={"name": f"{name} calibration"}, final=m, kind=kind)
+        rec.update(widths=m["widths"], seed=None)
+        records.append(rec)
+        out[name] = m["widths"]
+    return out
 
 
 def _record_step_costs(args, variants: list, widths, records: list, say) -> None:
@@ -111,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds, path = _ints(args.seeds, "--seeds"), Path(args.results) if args.results else default
         data = read_json(path) or {"about": "gatedconv-study: the gating study (docs/research.md)", "records": []}
         n_before = len(data["records"])
-        widths = _matched_widths(args, data["records"], say) if "plain_matched" in variants else None
+        widths = _matched_widths(args, variants, data["records"], say)
         if args.step_costs:
             _record_step_costs(args, variants, widths, data["records"], say)
         if len(data["records"]) != n_before:
