@@ -2,6 +2,8 @@
 """Reference vs fast implementations of the five-block gated network, measured side by side in one process.
 
     python benchmarks/bench_block.py --batch-size 256
+    python benchmarks/bench_block.py --batch-size 128 --settings bf16-cl --model-kwargs \
+        '{"kernel_sizes": [3, 3, 3, 3], "activation": "after_sum", "gate": "constant"}'      (the constant-gate mix)
 
 Measured on a 2-core AVX-512-BF16 CPU with that command: for each of the four settings, 15 rounds (the
 default) of one timed step per variant (the figures are in docs/results.md, rendered from results/).
@@ -28,7 +30,13 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--settings", default="bf16-cl,bf16-nchw,fp32-cl,fp32-nchw")
+    p.add_argument("--model-kwargs", default="{}", help="JSON keywords for the model, e.g. the constant-gate "
+                   "kernel mix: '{\"kernel_sizes\": [3, 3, 3, 3], \"activation\": \"after_sum\", \"gate\": \"constant\"}'")
+    p.add_argument("--output", default=None, help="directory: one SETTING/summary.json per setting for "
+                   "gatedconv-report collect")
     args = p.parse_args(argv)
+
+    import json
 
     import torch
     import torch.nn.functional as F
@@ -44,7 +52,8 @@ def main(argv=None) -> int:
         prec, layout = setting.split("-")
         bf16, cl = prec == "bf16", layout == "cl"
         x = x0.contiguous(memory_format=torch.channels_last) if cl else x0
-        net = create_model(args.model)
+        kw = json.loads(args.model_kwargs)
+        net = create_model(args.model, **kw)
         if cl:
             net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -86,6 +95,15 @@ def main(argv=None) -> int:
               f"auto {med['auto']:7.1f} ({ratio['auto']:.2f}x) | auto+compiled gated sum "
               f"{med['auto+compiled']:7.1f} ({ratio['auto+compiled']:.2f}x) | auto chose: {choice}",
               flush=True)
+        if args.output:
+            from gatedconv.summary import bench_record, write_summary
+            label = (f"{'bf16 autocast' if bf16 else 'fp32'}, {'channels_last' if cl else 'NCHW'}"
+                     + (f", {args.model} {args.model_kwargs}" if kw else ""))
+            figures = {"ref_img_s": round(med["reference"]), "auto_img_s": round(med["auto"]),
+                       "auto_x": round(ratio["auto"], 3), "compiled_img_s": round(med["auto+compiled"]),
+                       "compiled_x": round(ratio["auto+compiled"], 3), "auto_chose": choice}
+            rec = bench_record("benchmarks/bench_block.py", argv, label, figures)
+            print(f"figures written to {write_summary(f'{args.output}/{setting}', rec)}")
     return 0
 
 

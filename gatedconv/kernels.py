@@ -283,7 +283,10 @@ def conv_grouped(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, str
     bsz, c_out, c_in, k, _ = wm.shape
     y = F.conv2d(x.reshape(1, bsz * c_in, *x.shape[2:]), wm.reshape(bsz * c_out, c_in, k, k),
                  None if bm is None else bm.reshape(-1), stride=stride, padding=padding, groups=bsz)
-    return y.view(bsz, c_out, *y.shape[2:])
+    y = y.view(bsz, c_out, *y.shape[2:])
+    # the groups need NCHW; hand a channels-last caller channels-last back (BatchNorm and pooling after it ran
+    # several times slower on NCHW tensors in a channels-last network)
+    return y.contiguous(memory_format=torch.channels_last) if _channels_last(x) else y
 
 
 def conv_output_mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor,
@@ -293,8 +296,18 @@ def conv_output_mix(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     p, c_out = weight.shape[:2]
     y = F.conv2d(x, weight.reshape(p * c_out, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
                  stride=stride, padding=padding)  # (B, P*C_out, H', W')
-    y = y.view(y.shape[0], p, c_out, *y.shape[2:])
+    bsz, _, h, w = y.shape
+    if _channels_last(y):  # sum over the paths inside each pixel's channel vector: the result stays channels-last
+        yl = y.permute(0, 2, 3, 1).reshape(bsz, h * w, p, c_out)  # a view: (B, L, P, C_out)
+        out = (yl * a.to(y.dtype)[:, None, :, None]).sum(2)  # (B, L, C_out)
+        return out.view(bsz, h, w, c_out).permute(0, 3, 1, 2)
+    y = y.view(bsz, p, c_out, h, w)
     return (y * a.to(y.dtype)[:, :, None, None, None]).sum(1)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """Channels-last and not also NCHW-contiguous (a 1x1 map or one channel is both)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _shared_mix(block: nn.Module, a: torch.Tensor) -> bool:

@@ -183,3 +183,20 @@ def test_study_command_takes_the_widths_of_a_recorded_calibration(data, tmp_path
     assert "calibrating" not in out and "--- plain_matched seed 0: recorded in" in out
     assert json.loads(results.read_text())["records"] == [calibration, trained]
     assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_calibrate_matches_deployed_latency_records_it_and_trains_nothing(data, tmp_path, monkeypatch, capsys):
+    """--calibrate with plain_deployed: one latency calibration against dyconv (deployed forward passes at batch
+    1, the real timers at tiny sizes), recorded under its own kind; nothing trains; a second call reuses it."""
+    calls = _tiny_calibration(monkeypatch)
+    results = tmp_path / "study.json"
+    argv = ["--variants", "plain_deployed", "--calibrate", "--results", str(results), "--out", str(tmp_path / "runs"),
+            "--device", "cpu"]
+    assert study_main(argv) == 0
+    assert len(calls) == 1 and calls[0]["cost"] == "latency" and calls[0]["batch_size"] == 1
+    records = json.loads(results.read_text())["records"]
+    assert [r["kind"] for r in records] == ["latency_calibration"]
+    assert records[0]["cost"] == "latency" and all(w % 8 == 0 for w in records[0]["widths"])
+    assert not (tmp_path / "runs").exists()
+    assert study_main(argv) == 0 and len(calls) == 1  # recorded: not calibrated again
+    assert len(json.loads(results.read_text())["records"]) == 1

@@ -545,15 +545,81 @@ def test_study_variants_in_study_order_with_costs_flops_and_accuracy(tmp_path):
             **sitting),
     ]}
     assert render(tmp_path, "study", files) == f"""\
-| variant | what | seeds | parameters | training PFLOPs | step cost (x relu) | s per epoch | test accuracy (mean ± std) |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
-| `relu` | ReLU gate (the package default, the original gate) | 0, 1 | 1,247,922 | 2.500 | 1.00 | 51.0 ± 1.4 | \
-85.30 ± 0.42% |
-| `softmax` | softmax gate over the 3 paths | 0 | 1,247,925 | 2.500 | – | 55.0 | 84.90% |
-| `constant` | constant gate: every path 1/3, no gating (same paths) | 0, 1 | 1,247,922 | 2.050 | 0.93 | 46.0 ± 1.4 | \
-84.20 ± 0.28% |
+| variant | what | seeds | parameters (trained / deployed) | training PFLOPs | step cost (x relu) | s per epoch | \
+inference MFLOPs | deployed latency b1 (x plain) | b128 (x plain) | test accuracy (mean ± std) |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| `relu` | ReLU gate (the package default, the original gate) | 0, 1 | 1,247,922 / – | 2.500 | 1.00 | 51.0 ± 1.4 | \
+– | – | – | 85.30 ± 0.42% |
+| `softmax` | softmax gate over the 3 paths | 0 | 1,247,925 / – | 2.500 | – | 55.0 | – | – | – | 84.90% |
+| `constant` | constant gate: every path 1/3, no gating (same paths) | 0, 1 | 1,247,922 / – | 2.050 | 0.93 | 46.0 ± 1.4 | \
+– | – | – | 84.20 ± 0.28% |
 
 Command: `{STUDY}`. Host: test host. Date: 2026-01-02. Source: collected."""
+
+
+INFER = dict(kind="bench", command="python benchmarks/bench_infer.py --output runs/bench/infer")
+
+
+@renders("bench_infer")
+def test_study_and_bench_infer_read_the_newest_deployed_costs(tmp_path):
+    """The study table takes its deployed axes from the newest inference record (not the first); the inference
+    table lists the variants in the study's order with each setting's time and ratio, and the profile split."""
+    old = rec("bench_infer", plain_params=1, plain_mflops=1.0, plain_fp32_b1_x=1.0, plain_fp32_b128_x=1.0, **INFER)
+    new = rec("bench_infer", date="2026-01-03", **INFER,
+              plain_params=461962, plain_mflops=10.46, plain_fp32_b1_ms=0.3, plain_fp32_b1_x=1.0,
+              plain_fp32_b128_ms=10.0, plain_fp32_b128_img_s=12800, plain_fp32_b128_x=1.0,
+              dyconv_params=1645578, dyconv_mflops=13.61, dyconv_fp32_b1_ms=0.54, dyconv_fp32_b1_x=1.8,
+              dyconv_fp32_b128_ms=17.5, dyconv_fp32_b128_img_s=7314, dyconv_fp32_b128_x=1.77,
+              plain_b1_conv_ms=0.15, plain_b1_matmul_ms=0.01, plain_b1_other_ms=0.08,
+              dyconv_b1_conv_ms=0.2, dyconv_b1_matmul_ms=0.15, dyconv_b1_other_ms=0.2)
+    runs = [_study_run("dyconv", 0, 86.0, params=1645578), _study_run("plain", 0, 84.0, params=462210)]
+    files = {"gating_study": runs, "bench_infer": [old, new]}
+    assert render(tmp_path / "a", "study", files) == f"""\
+| variant | what | seeds | parameters (trained / deployed) | training PFLOPs | step cost (x relu) | s per epoch | \
+inference MFLOPs | deployed latency b1 (x plain) | b128 (x plain) | test accuracy (mean ± std) |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+| `plain` | one 3x3 path per block (a plain CNN) at the same widths | 0 | 462,210 / 461,962 | 2.500 | – | 50.0 | \
+10.5 | 1.00 | 1.00 | 84.00% |
+| `dyconv` | Dynamic Convolution: 4 kernels mixed per sample, softmax attention with a hidden layer (C/4), \
+temperature annealed 30 -> 1 over the first tenth of training | 0 | 1,645,578 / 1,645,578 | 2.500 | – | 50.0 | 13.6 | \
+1.80 | 1.77 | 86.00% |
+
+Command: `{STUDY}`. Host: test host. Date: 2026-01-02. Source: collected.
+
+Deployed costs (`gatedconv.reparameterize`, fp32, eval, channels-last) from \
+`python benchmarks/bench_infer.py --output runs/bench/infer` on test host, 2026-01-03."""
+    assert render(tmp_path / "b", "bench_infer", files) == """\
+| deployed variant | parameters | MFLOPs / image | fp32 latency, batch 1 (x plain) | \
+fp32 images/s, batch 128 (time x plain) |
+| --- | ---: | ---: | ---: | ---: |
+| `plain` | 461,962 | 10.5 | 0.300 ms (1.00x) | 12,800 (1.00x) |
+| `dyconv` | 1,645,578 | 13.6 | 0.540 ms (1.80x) | 7,314 (1.77x) |
+
+Command: `python benchmarks/bench_infer.py --output runs/bench/infer`. Host: test host. Date: 2026-01-03. \
+Source: collected.
+
+Where a deployed forward pass spends its time (fp32, profiler self time per forward: convolutions / matrix \
+multiplies, i.e. the kernel mixing and the head / everything else): batch 1: plain conv 0.150 / matmul 0.010 / \
+other 0.080 ms, dyconv 0.200 / 0.150 / 0.200 ms."""
+
+
+@renders("study_deployed")
+def test_study_deployed_comparisons_with_their_questions(tmp_path):
+    """The deployed-cost pairs in their fixed order, variant minus control (SciPy: dyconv - plain +2.00, 95% CI
+    +1.77 to +2.23, p = 1.6e-5, df = 4; dyconv - fixed_mix +1.85, +1.36 to +2.34, p = 0.0016, df = 2.74;
+    fixed_mix - plain +0.15, -0.34 to +0.64, p = 0.382); pairs without two runs a side (condconv) left out."""
+    accs = {"dyconv": (86.0, 86.1, 86.2), "plain": (84.0, 84.1, 84.2), "fixed_mix": (84.0, 84.3, 84.45)}
+    files = {"gating_study": [_study_run(v, s, a) for v, xs in accs.items() for s, a in enumerate(xs)]
+             + [_study_run("condconv", 0, 90.0)]}
+    assert render(tmp_path, "study_deployed", files) == """\
+| question | comparison | difference (points) | 95% interval | Welch p | runs | verdict |
+| --- | --- | ---: | ---: | ---: | ---: | --- |
+| does it pay at about the plain network's deployed cost? | `dyconv` - `plain` | +2.00 | +1.77 to +2.23 | 0.000 | \
+3 / 3 | helps (higher accuracy) |
+| is it the input dependence? | `dyconv` - `fixed_mix` | +1.85 | +1.36 to +2.34 | 0.002 | 3 / 3 | \
+helps (higher accuracy) |
+| is it the over-parameterisation? | `fixed_mix` - `plain` | +0.15 | -0.34 to +0.64 | 0.382 | 3 / 3 | \
+no measurable difference at this budget |"""
 
 
 @renders("study_costs")
@@ -599,7 +665,9 @@ def test_study_verdict_reads_both_comparisons_as_gating_minus_its_control(tmp_pa
         "**Input gating helps** at 30 epochs of the original recipe (at least 3 seeds per variant): the ReLU gate "
         "against no gating (constant gate): +2.00 points (95% CI +1.77 to +2.23, p = 0.00; gating helps); the "
         "ReLU-gated network against a plain one of equal cost: +0.07 points (95% CI -0.47 to +0.61, p = 0.70; no "
-        "measurable difference). Details: [docs/research.md](docs/research.md#does-gating-pay).")
+        "measurable difference). At equal deployed cost (K = 4 kernels mixed per sample, then one convolution) "
+        "there is no answer yet: no run of `dyconv`, `condconv`, `fixed_mix`, `plain_deployed` recorded yet, and a "
+        "comparison needs two runs on each side. Details: [docs/research.md](docs/research.md#does-gating-pay).")
 
 
 @renders("study_calibration")
@@ -618,6 +686,16 @@ def test_study_calibration_reads_the_last_calibration(tmp_path):
         "2026-01-05: `gatedconv-study --calibrate`.")
 
 
+def test_study_calibration_reads_the_latency_calibration_too(tmp_path):
+    """The latency match of plain_deployed gets its own sentence, from its own record kind."""
+    files = {"gating_study": [rec("plain_deployed calibration", kind="latency_calibration", widths=[32, 64, 128, 256, 512],
+                                  multiplier=2.0, ratio=0.987, rounds=7, batch_size=1, command="gatedconv-study x")]}
+    assert render(tmp_path, "study_calibration", files) == (
+        "Latency-matched plain widths (`plain_deployed`) (32, 64, 128, 256, 512) (x2.00): its deployed forward pass "
+        "took 0.99x the deployed dyconv network's, timed side by side in one process (interleaved rounds, median of "
+        "7 per-round ratios, batch 1, fp32, channels_last), on test host, 2026-01-02: `gatedconv-study x`.")
+
+
 def test_tables_without_their_records_say_what_is_missing(tmp_path):
     """The study and Muon tables render before their first records, saying what would fill them."""
     files = {"gating_study": [_study_run("relu", 0, 85.0)], "speedrun_muon": []}
@@ -628,6 +706,9 @@ def test_tables_without_their_records_say_what_is_missing(tmp_path):
         "study_calibration": "Not calibrated yet.",
         "study_costs": "No step costs recorded yet: `gatedconv-study --step-costs` measures them.",
         "speedrun_muon": "No runs recorded yet in `results/speedrun_muon.json`.",
+        "study_deployed": "No comparison at deployed cost yet: each side needs at least two recorded runs "
+                          "(`gatedconv-study --variants dyconv,condconv,fixed_mix,plain_deployed,plain` ...).",
+        "bench_infer": "No inference benchmark recorded yet: `python benchmarks/bench_infer.py --output DIR`.",
     }
     for i, (table, text) in enumerate(expected.items()):
         assert render(tmp_path / str(i), table, files) == text, table

@@ -4,6 +4,7 @@ record every run in a results file and print the comparison (Welch's t-test, 95%
     gatedconv-study --epochs 30 --seeds 0,1,2 --data-dir ../shared/cifar10 --out runs/study
     python scripts/study.py --variants relu,constant --epochs 2 --seeds 0,1 --first-1000     (a quick look)
     gatedconv-study --step-costs     (time every variant's training step side by side; records, trains nothing)
+    gatedconv-study --variants plain_deployed --calibrate     (match widths to dyconv's deployed latency; records)
 
 Finished runs are reused (their run directories, or their records in --results), so the same command run
 again trains only what is missing. The cost-matched plain network's widths come from --matched-widths, else
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-costs", action="store_true",
                    help="time the variants' training steps side by side on this host and record the ratios to the "
                         "ReLU gate's step in --results (the study's cost axis); trains nothing")
+    p.add_argument("--calibrate", action="store_true",
+                   help="calibrate the cost-matched variants among --variants that have no recorded calibration "
+                        "(recorded in --results) and train nothing")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch lines")
     return p
 
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(data["records"]) != n_before:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, dump_results(data))
-        if args.step_costs:
+        if args.step_costs or args.calibrate:
             say(f"recorded in {path}; tables and figures: gatedconv-report")
             return 0
         base = {k: getattr(args, k) for k in ("batch_size", "eval_batch_size", "precision", "compile", "device")

@@ -118,7 +118,40 @@ def table_bench_step(R: Results) -> str:
     return provenance_table(["model", "bf16 training step, batch 128"], rows, "lr")
 
 
+def table_bench_infer(R: Results) -> str:
+    """The deployed study networks side by side: parameters, inference FLOPs, latency at batch 1 and throughput at
+    batch 128 in fp32 and bf16 (each also as a time ratio to the plain network), then where the time goes."""
+    from ..study import VARIANTS
+
+    recs = R.data.get("bench_infer", [])
+    if not recs:
+        return f"No inference benchmark recorded yet: {code('python benchmarks/bench_infer.py --output DIR')}."
+    r = recs[-1]
+    settings = [s for s in ("fp32", "bf16") if f"plain_{s}_b1_ms" in r]
+    rows = []
+    for v in [v for v in VARIANTS if f"{v}_params" in r]:
+        cells = [f"`{v}`", f"{r[f'{v}_params']:,}", num(r[f"{v}_mflops"], 1)]
+        for s in settings:
+            cells += [f"{num(r[f'{v}_{s}_b1_ms'], 3)} ms ({num(r[f'{v}_{s}_b1_x'], 2)}x)",
+                      f"{num(r[f'{v}_{s}_b128_img_s'], 0)} ({num(r[f'{v}_{s}_b128_x'], 2)}x)"]
+        rows.append(([r], cells))
+    header = ["deployed variant", "parameters", "MFLOPs / image"]
+    for s in settings:
+        header += [f"{s} latency, batch 1 (x plain)", f"{s} images/s, batch 128 (time x plain)"]
+    table = provenance_table(header, rows, "l" + "r" * (len(header) - 1))
+    split = [f"batch {b}: plain conv {num(r[f'plain_b{b}_conv_ms'], 3)} / matmul {num(r[f'plain_b{b}_matmul_ms'], 3)}"
+             f" / other {num(r[f'plain_b{b}_other_ms'], 3)} ms, dyconv {num(r[f'dyconv_b{b}_conv_ms'], 3)} / "
+             f"{num(r[f'dyconv_b{b}_matmul_ms'], 3)} / {num(r[f'dyconv_b{b}_other_ms'], 3)} ms"
+             for b in (1, 128) if f"dyconv_b{b}_conv_ms" in r]
+    if split:
+        table += ("\n\nWhere a deployed forward pass spends its time (fp32, profiler self time per forward: "
+                  "convolutions / matrix multiplies, i.e. the kernel mixing and the head / everything else): "
+                  + "; ".join(split) + ".")
+    return table
+
+
 TABLES = {
+    "bench_infer": table_bench_infer,
     "bench_loop": table_bench_loop,
     "bench_block": table_bench_block,
     "bench_gemm": table_bench_gemm,

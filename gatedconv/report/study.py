@@ -34,21 +34,42 @@ def _step_costs(R: Results) -> Dict[str, float]:
     return {name: statistics.mean(xs) for name, xs in ratios.items()}
 
 
+def _deployed(R: Results) -> dict:
+    """The newest ``benchmarks/bench_infer.py`` record (the deployed forms' costs), or an empty dict."""
+    recs = R.data.get("bench_infer", [])
+    return recs[-1] if recs else {}
+
+
+def _deployed_cells(infer: dict, name: str) -> tuple:
+    """Deployed parameters, inference MFLOPs per image and fp32 latency at batch 1 and 128 (x plain's)."""
+    def get(key: str, fmt: str) -> str:
+        return format(infer[key], fmt) if key in infer else "–"
+    return (get(f"{name}_params", ","), get(f"{name}_mflops", ".1f"), get(f"{name}_fp32_b1_x", ".2f"),
+            get(f"{name}_fp32_b128_x", ".2f"))
+
+
 def table_study(R: Results) -> str:
     from ..study import VARIANTS, by_variant
 
     runs = _study_runs(R)
     if not runs:
         return f"No study runs recorded yet: {code(STUDY_COMMAND)} records them in `results/{STUDY_FILE}.json`."
-    costs, rows = _step_costs(R), []
+    costs, infer, rows = _step_costs(R), _deployed(R), []
     for name, recs in by_variant(runs).items():
         flops = stat(recs, "train_flops")
         cost = f"{costs[name]:.2f}" if name in costs else "–"
-        rows.append((recs, (f"`{name}`", VARIANTS[name].description, _seeds(recs), f"{recs[0]['params']:,}",
-                            num(flops.mean / 1e15, 3), cost, fmt_stat(stat(recs, "s_per_epoch"), 1),
+        params, mflops, b1, b128 = _deployed_cells(infer, name)
+        rows.append((recs, (f"`{name}`", VARIANTS[name].description, _seeds(recs),
+                            f"{recs[0]['params']:,} / {params}", num(flops.mean / 1e15, 3), cost,
+                            fmt_stat(stat(recs, "s_per_epoch"), 1), mflops, b1, b128,
                             fmt_stat(stat(recs, "acc_pct"), 2, "%"))))
-    return provenance_table(["variant", "what", "seeds", "parameters", "training PFLOPs", "step cost (x relu)",
-                             "s per epoch", "test accuracy (mean ± std)"], rows, "llrrrrrr")
+    table = provenance_table(["variant", "what", "seeds", "parameters (trained / deployed)", "training PFLOPs",
+                              "step cost (x relu)", "s per epoch", "inference MFLOPs", "deployed latency b1 (x plain)",
+                              "b128 (x plain)", "test accuracy (mean ± std)"], rows, "llrrrrrrrrr")
+    if infer:
+        table += (f"\n\nDeployed costs (`gatedconv.reparameterize`, fp32, eval, channels-last) from "
+                  f"{code(infer['command'])} on {infer['host']}, {infer['date']}.")
+    return table
 
 
 def table_study_costs(R: Results) -> str:
@@ -77,19 +98,44 @@ def table_study_comparisons(R: Results) -> str:
 
 def table_study_calibration(R: Results) -> str:
     cal = [r for r in R.data.get(STUDY_FILE, []) if r.get("kind") == "calibration"]
-    if not cal:
+    lat = [r for r in R.data.get(STUDY_FILE, []) if r.get("kind") == "latency_calibration"]
+    if not cal and not lat:
         return "Not calibrated yet."
-    c = cal[-1]
-    return (f"Cost-matched plain widths {tuple(c['widths'])} (x{c['multiplier']:.2f} the default widths): one "
-            f"training step of it took {c['ratio']:.2f}x the ReLU-gated network's step, timed side by side in one "
-            f"process (interleaved rounds, median of {c['rounds']} per-round ratios, batch {c['batch_size']}, "
-            f"bf16 autocast where native, channels_last, compiled gated sum), on {c['host']}, {c['date']}: "
-            f"{code(c['command'])}.")
+    out = []
+    if cal:
+        c = cal[-1]
+        out.append(f"Cost-matched plain widths {tuple(c['widths'])} (x{c['multiplier']:.2f} the default widths): one "
+                   f"training step of it took {c['ratio']:.2f}x the ReLU-gated network's step, timed side by side in "
+                   f"one process (interleaved rounds, median of {c['rounds']} per-round ratios, batch "
+                   f"{c['batch_size']}, bf16 autocast where native, channels_last, compiled gated sum), on "
+                   f"{c['host']}, {c['date']}: {code(c['command'])}.")
+    if lat:
+        c = lat[-1]
+        out.append(f"Latency-matched plain widths (`plain_deployed`) {tuple(c['widths'])} (x{c['multiplier']:.2f}): "
+                   f"its deployed forward pass took {c['ratio']:.2f}x the deployed dyconv network's, timed side by "
+                   f"side in one process (interleaved rounds, median of {c['rounds']} per-round ratios, batch "
+                   f"{c['batch_size']}, fp32, channels_last), on {c['host']}, {c['date']}: {code(c['command'])}.")
+    return "\n\n".join(out)
+
+
+def table_study_deployed(R: Results) -> str:
+    """The kernel-mixing comparisons at equal deployed cost, each with the question it answers."""
+    from ..study import deployed_comparisons
+
+    comps = deployed_comparisons(_study_runs(R))
+    if not comps:
+        return ("No comparison at deployed cost yet: each side needs at least two recorded runs "
+                f"({code('gatedconv-study --variants dyconv,condconv,fixed_mix,plain_deployed,plain')} ...).")
+    rows = [(c["question"], f"`{c['variant']}` - `{c['against']}`", f"{c['comparison'].diff:+.2f}",
+             f"{c['comparison'].low:+.2f} to {c['comparison'].high:+.2f}", f"{c['comparison'].p:.3f}",
+             f"{c['comparison'].n_a} / {c['comparison'].n_b}", c["verdict"]) for c in comps]
+    return md_table(["question", "comparison", "difference (points)", "95% interval", "Welch p", "runs", "verdict"],
+                    rows, "llrrrrl")
 
 
 def study_verdict(R: Results) -> str:
-    """The one-line answer for the README."""
-    from ..study import comparisons
+    """The README's answer: at equal training cost, then at equal deployed cost."""
+    from ..study import TRAINING_VARIANTS, comparisons
 
     runs = _study_runs(R)
     n = {r["variant"] for r in runs}
@@ -110,13 +156,35 @@ def study_verdict(R: Results) -> str:
     if not parts:
         return (f"No {STUDY_EPOCHS}-epoch comparison yet: {len(runs)} run(s) of {len(n)} variant(s) recorded, and a "
                 "comparison needs two runs on each side; see [docs/research.md](docs/research.md#does-gating-pay).")
-    seeds = min(len([r for r in runs if r["variant"] == v]) for v in n)
+    seeds = min(len([r for r in runs if r["variant"] == v]) for v in n if v in TRAINING_VARIANTS)
     words = " ".join(parts)
     helps, hurts = "gating helps" in words, "gating hurts" in words
     lead = ("Input gating helps in one comparison and hurts in the other" if helps and hurts else
             "Input gating helps" if helps else "Input gating hurts" if hurts else "No measurable gain from input gating")
     return (f"**{lead}** at {STUDY_EPOCHS} epochs of the original recipe (at least {seeds} seeds per variant): "
-            + "; ".join(parts) + ". Details: [docs/research.md](docs/research.md#does-gating-pay).")
+            + "; ".join(parts) + ". " + _deployed_verdict(runs)
+            + " Details: [docs/research.md](docs/research.md#does-gating-pay).")
+
+
+def _deployed_verdict(runs: List[dict]) -> str:
+    """The answer at equal deployed cost (kernel mixing), one sentence."""
+    from ..study import deployed_comparisons
+
+    comps = deployed_comparisons(runs)
+    if not comps:
+        mixing = ("dyconv", "condconv", "fixed_mix", "plain_deployed")
+        have = [r for r in runs if r["variant"] in mixing]
+        done = (f"{len(have)} run(s) of " + ", ".join(f"`{v}`" for v in mixing if any(r["variant"] == v for r in have))
+                + " recorded so far" if have else "no run of " + ", ".join(f"`{v}`" for v in mixing) + " recorded yet")
+        return ("At equal deployed cost (K = 4 kernels mixed per sample, then one convolution) there is no answer "
+                f"yet: {done}, and a comparison needs two runs on each side.")
+    parts = []
+    for c in comps:
+        k = c["comparison"]
+        word = ("no measurable difference" if k.p >= 0.05 else "it helps" if k.diff > 0 else "it hurts")
+        parts.append(f"{c['question']} `{c['variant']}` - `{c['against']}` {k.diff:+.2f} points (95% CI "
+                     f"{k.low:+.2f} to {k.high:+.2f}, p = {k.p:.2f}; {word})")
+    return "At equal deployed cost (K = 4 kernels mixed per sample, then one convolution): " + "; ".join(parts) + "."
 
 
 def figure_study(R: Results, path: Path) -> Path:
@@ -149,6 +217,7 @@ TABLES = {
     "study_calibration": table_study_calibration,
     "study_costs": table_study_costs,
     "study_verdict": study_verdict,
+    "study_deployed": table_study_deployed,
 }
 
 FIGURES = {
