@@ -188,8 +188,19 @@ def test_load_model_and_evaluate_deploy(tmp_path, tiny_cifar, capsys):
     x = torch.rand(5, 3, 32, 32)
     assert torch.allclose(deployed(x), trained(x), atol=1e-4)
     lines = []
-    for extra in ([], ["--deploy"]):
-        assert evaluate_main([str(out), "--data-dir", str(tiny_cifar), *extra]) == 0
+    for extra, where in (([], "trained"), (["--deploy"], "deployed")):
+        argv = [str(out), "--data-dir", str(tiny_cifar), *extra, "--output", str(tmp_path / "eval" / where)]
+        assert evaluate_main(argv) == 0
         lines.append(capsys.readouterr().out.splitlines()[0])
     assert "(deployed)" in lines[1]
     assert lines[0].split("test top-1")[1] == lines[1].split("test top-1")[1]
+    # the two evaluations as records, and the table that sets them side by side
+    from gatedconv import report
+    into = tmp_path / "results" / "deploy_check.json"
+    assert report.collect([tmp_path / "eval" / "trained", tmp_path / "eval" / "deployed"], into) == 2
+    recs = report.Results(report.load_results(tmp_path)).file("deploy_check")
+    assert [r["deployed"] for r in recs] == [False, True] and recs[1]["command"].endswith("--deploy --output " +
+                                                                                         str(tmp_path / "eval" / "deployed"))
+    assert recs[0]["correct"] == recs[1]["correct"] and recs[0]["test_images"] == 40
+    assert f"| `{out}` | {recs[0]['acc_pct']:.2f}% ({recs[0]['correct']}/40) |" in report.TABLES["deploy_check"](
+        report.Results(report.load_results(tmp_path)))

@@ -686,6 +686,24 @@ def test_study_calibration_reads_the_last_calibration(tmp_path):
         "2026-01-05: `gatedconv-study --calibrate`.")
 
 
+@renders("deploy_check")
+def test_deploy_check_pairs_each_runs_trained_and_deployed_evaluation(tmp_path):
+    """One row per run evaluated both ways (the newest of each), the difference in correctly classified images;
+    a run evaluated one way only is left out."""
+    ev = dict(kind="evaluate", test_images=10000, command="gatedconv-evaluate")
+    files = {"deploy_check": [
+        rec("evaluate", run="runs/a", deployed=False, correct=8600, acc_pct=86.0, **ev),
+        rec("evaluate", run="runs/a", deployed=True, correct=8599, acc_pct=85.99, **ev),
+        rec("evaluate", run="runs/b", deployed=True, correct=8000, acc_pct=80.0, **ev),
+    ]}
+    assert render(tmp_path, "deploy_check", files) == """\
+| run | trained (fp32) | deployed (fp32) | images deployed - trained |
+| --- | ---: | ---: | ---: |
+| `runs/a` | 86.00% (8,600/10,000) | 85.99% (8,599/10,000) | -1 |
+
+Command: `gatedconv-evaluate`. Host: test host. Date: 2026-01-02. Source: collected."""
+
+
 def test_study_calibration_reads_the_latency_calibration_too(tmp_path):
     """The latency match of plain_deployed gets its own sentence, from its own record kind."""
     files = {"gating_study": [rec("plain_deployed calibration", kind="latency_calibration", widths=[32, 64, 128, 256, 512],

@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=500, help="keep 500 to reproduce the run's own report")
     p.add_argument("--deploy", action="store_true",
                    help="evaluate the deployed form (gatedconv.reparameterize: gated blocks fused, BatchNorms folded)")
+    p.add_argument("--output", default=None,
+                   help="directory for summary.json: the figures as a record for gatedconv-report collect")
     return p
 
 
@@ -45,6 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     n = len(data.test_y)
     form = " (deployed)" if args.deploy else ""
     print(f"{args.run}{form}: test top-1 {res['top1']:.4f} ({round(res['top1'] * n)}/{n}), top-5 {res['top5']:.4f}")
+    if args.output:
+        import shlex
+
+        from gatedconv.summary import make_record, write_summary
+        figures = {"run": str(args.run), "deployed": bool(args.deploy), "test_images": n,
+                   "correct": round(res["top1"] * n), "acc_pct": round(100 * res["top1"], 2),
+                   "top5_pct": round(100 * res["top5"], 2)}
+        command = shlex.join(["gatedconv-evaluate", *(sys.argv[1:] if argv is None else argv)])
+        rec = make_record(command=command, config={"name": "evaluate"}, final=figures, kind="evaluate")
+        print(f"figures written to {write_summary(args.output, rec)}")
     final = Path(args.run) / "final.json"
     if final.exists():
         import json
