@@ -1,6 +1,8 @@
 """trainf, evaluate, Timer/Accumulator/Animator, and the models in the registry."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -71,11 +73,16 @@ def test_user_model_with_block_trains_a_step():
 
 
 def test_timer_and_accumulator():
+    """Timer records each start-stop interval (a 20 ms sleep between them is counted) and sums, accumulates and
+    averages them; Accumulator sums numbers and tensors per slot."""
     t = Timer()
     t.stop()
     t.start()
+    time.sleep(0.02)
     t.stop()
-    assert len(t.times) == 2 and t.sum() >= 0 and t.cumsum()[-1] == pytest.approx(t.sum()) and t.avg() >= 0
+    assert len(t.times) == 2 and t.times[1] >= 0.02
+    assert t.sum() == pytest.approx(t.times[0] + t.times[1]) and t.cumsum() == pytest.approx([t.times[0], t.sum()])
+    assert t.avg() == pytest.approx(t.sum() / 2)
     a = Accumulator(2)
     a.add(1, torch.tensor(2.0))
     a.add(3, torch.tensor(4.0))
@@ -138,13 +145,18 @@ def test_trainf_accepts_d2l_style_animator_and_dataloader(tiny_cifar):
 
 
 def test_trainf_bf16_on_cpu(tiny_cifar):
+    """precision="bf16" runs every training forward under CPU bf16 autocast: each step's logits are bf16 (that
+    training in this path learns, for every model, is tests/test_learning.py's)."""
     if resolve_precision("auto", torch.device("cpu")) is None:
         pytest.skip("this CPU has no native bf16")
     net = create_model("gatedconv", **TINY)
     tr, te = _iters(tiny_cifar)
-    hist = trainf(net, tr, te, nn.CrossEntropyLoss(), 1, torch.optim.Adam(net.parameters()), "cpu",
-                  precision="bf16", animator=None, progress=False, quiet=True)
-    assert hist.epochs[0]["train_loss"] == hist.epochs[0]["train_loss"]  # not NaN
+    seen = []
+    net.register_forward_hook(lambda module, args, out: seen.append((module.training, out.dtype)))
+    trainf(net, tr, te, nn.CrossEntropyLoss(), 1, torch.optim.Adam(net.parameters()), "cpu",
+           precision="bf16", animator=None, progress=False, quiet=True)
+    train_dtypes = [dtype for training, dtype in seen if training]
+    assert len(train_dtypes) == len(tr) and set(train_dtypes) == {torch.bfloat16}
 
 
 def test_evaluate_topk(tiny_cifar):
