@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny CIFAR-10 in the official python pickle layout, and the Hypothesis CI profile."""
+"""Shared fixtures: a tiny CIFAR-10 in the official python pickle layout, and the Hypothesis profiles."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+# "ci" (the default): the same 25 examples per property on every run, so a failure reproduces; "thorough": 200
+# new random examples per property on each run, to look for failures the fixed examples miss (a failure prints
+# the @reproduce_failure line that replays it); "dev": 10 random examples, for a quick run while editing.
+# docs/usage.md, "Running the tests", documents them.
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=200, deadline=None, derandomize=False, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
