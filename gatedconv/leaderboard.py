@@ -311,9 +311,10 @@ def summarize(model: str, runs: List[dict]) -> dict:
 
 
 def run_leaderboard(cfgs: Sequence, print_fn: Callable = print, run_print_fn: Optional[Callable] = None,
-                    eval_device: str = "cpu") -> List[dict]:
+                    eval_device: str = "cpu", launcher=None) -> List[dict]:
     """Train (or reuse) every run of :func:`plan`, evaluate top-k after each, and return one row per model in
-    the order of ``cfgs``. Raises RunInterrupted / RunError / DataError / ... as ``run_training`` does."""
+    the order of ``cfgs``. Raises RunInterrupted / RunError / DataError / ... as ``run_training`` does.
+    ``launcher``: where the missing runs train (``gatedconv.launch``; default here, in turn)."""
     from .data import load_cifar10
 
     data_cache: dict = {}
@@ -333,7 +334,7 @@ def run_leaderboard(cfgs: Sequence, print_fn: Callable = print, run_print_fn: Op
             print_fn(f"    fp32 test top-1 {topk['top1']:.4f}, top-3 {topk['top3']:.4f}, top-5 {topk['top5']:.4f}")
         per_model.setdefault(model, []).append(collect_run(run_dir, topk))
 
-    run_grid([(cfg.model, cfg) for cfg in cfgs], print_fn, run_print_fn, after_run=evaluate_run)
+    run_grid([(cfg.model, cfg) for cfg in cfgs], print_fn, run_print_fn, after_run=evaluate_run, launcher=launcher)
     return [summarize(m, runs) for m, runs in per_model.items()]
 
 

@@ -286,23 +286,32 @@ def _done(records: List[dict], variant: str, cfg) -> bool:
 
 
 def run_study(cells: Sequence[Tuple[str, object]], results_path: str | Path, command: str,
-              print_fn: Callable = print, run_print_fn: Optional[Callable] = None) -> List[dict]:
+              print_fn: Callable = print, run_print_fn: Optional[Callable] = None, launcher=None) -> List[dict]:
     """Train or reuse every cell; after each run append its record to ``results_path`` (one results file of
-    ``results/``), so an interrupted study keeps what it finished. Returns the file's records."""
-    from .grid import train_or_reuse
+    ``results/``), so an interrupted study keeps what it finished. Returns the file's records. ``launcher``
+    (``gatedconv.launch``): where the missing runs train (default: here, in turn); a launcher whose jobs failed
+    raises its error after the finished runs are recorded."""
+    from .grid import check_reusable, train_or_reuse
+    from .launch import LocalLauncher
     from .summary import dump_results
 
     path = Path(results_path)
     data = read_json(path) or {"about": "gatedconv-study: the gating study (docs/research.md)", "records": []}
+    launcher = launcher if launcher is not None else LocalLauncher()
+    launcher.launch([(v, cfg) for v, cfg in cells if not _done(data["records"], v, cfg)], train_or_reuse, print_fn,
+                    check=check_reusable)
     for variant, cfg in cells:
         if _done(data["records"], variant, cfg):
             print_fn(f"--- {variant} seed {cfg.seed}: recorded in {path}, nothing to train")
             continue
         print_fn(f"--- {variant} seed {cfg.seed} -> {cfg.out}")
-        run_dir = train_or_reuse(cfg, run_print_fn if run_print_fn is not None else print_fn)
+        run_dir = launcher.run(cfg, train_or_reuse, run_print_fn if run_print_fn is not None else print_fn)
+        if run_dir is None:  # its job failed: launcher.finish() names it
+            continue
         data["records"].append(study_record(variant, run_dir, command))
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, dump_results(data))
+    launcher.finish()
     return data["records"]
 
 

@@ -10,7 +10,9 @@ Every variant is a set of ``model_kwargs`` on top of the package defaults (and `
 package default gate bias is 1.0 (gates start open), the original network used PyTorch's default init
 (``init_none``). Variants that resolve to the same network (``relu``, ``paths3`` and ``init_open`` do) are
 trained once and share their runs. Finished runs (``final.json``) are reused, interrupted ones resumed, so
-the command can simply be run again after a stop.
+the command can simply be run again after a stop. On a cluster, ``--launcher submitit`` (with ``--partition``,
+``--gpus-per-node``, ...) submits the missing runs as one Slurm job array, waits for them, then tabulates here
+(docs/usage.md, "Running a grid on a cluster").
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", action="store_true", help="evaluate on 5,000 held-out training images")
     p.add_argument("--first-1000", action="store_true", help="train/test on the first 1,000 images only")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch lines")
+    from gatedconv.launch import add_launcher_arguments
+    add_launcher_arguments(p)
     return p
 
 
@@ -125,12 +129,16 @@ def _run_config(args, kw: dict, seed: int, out: Path):
                      **extra)
 
 
-def _train_or_reuse(cfg, print_fn) -> dict:
-    """Return {"test_acc", "train_seconds", "num_params"} of the run in cfg.out, training or resuming it."""
+def _train_or_reuse(cfg, print_fn, launcher=None) -> dict | None:
+    """Return {"test_acc", "train_seconds", "num_params"} of the run in cfg.out, training or resuming it through
+    ``launcher`` (default: here); None when the launcher's job for it failed."""
     from gatedconv.grid import train_or_reuse
+    from gatedconv.launch import LocalLauncher
     from gatedconv.rundir import read_json
 
-    out = train_or_reuse(cfg, print_fn)
+    out = (launcher or LocalLauncher()).run(cfg, train_or_reuse, print_fn)
+    if out is None:
+        return None
     final, config = read_json(out / "final.json"), read_json(out / "config.json")
     return {"test_acc": final["test_acc"], "train_seconds": final.get("train_seconds"),
             "num_params": config["num_params"], "eval_split": config.get("eval_split", "")}
@@ -186,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print_fn = (lambda *a, **k: None) if args.quiet else print
     try:
+        from gatedconv.grid import check_reusable, train_or_reuse
+        from gatedconv.launch import launcher_from_args
+        launcher = launcher_from_args(args, args.out, "gatedconv-ablate")
         if args.epochs < 1:
             raise AblationError(f"--epochs must be a positive integer, got {args.epochs}")
         names, seeds, control, plan = _parse(args)
@@ -199,12 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ablation: {len(todo)} distinct variant(s) x {len(seeds)} seed(s)"
               + (f" (+ seeds {','.join(map(str, control))} for {', '.join(sorted(control_owners))})" if control else "")
               + f", {args.epochs} epoch(s) each, under {out}")
-        for v in todo:
-            results[v] = []
-            for s in seeds + (control if v in control_owners else []):
-                cfg = _run_config(args, plan[v][0], s, out / v / f"seed{s}")
-                print(f"--- {v} seed {s}: model_kwargs {json.dumps(plan[v][0])} -> {cfg.out}")
-                results[v].append(_train_or_reuse(cfg, print_fn))
+        cells = [(v, _run_config(args, plan[v][0], s, out / v / f"seed{s}"))
+                 for v in todo for s in seeds + (control if v in control_owners else [])]
+        launcher.launch(cells, train_or_reuse, print, check=check_reusable)
+        for v, cfg in cells:
+            results.setdefault(v, [])
+            print(f"--- {v} seed {cfg.seed}: model_kwargs {json.dumps(plan[v][0])} -> {cfg.out}")
+            r = _train_or_reuse(cfg, print_fn, launcher)
+            if r is not None:
+                results[v].append(r)
+        launcher.finish()
     except RunInterrupted as e:
         print(str(e) + " (run the same command again to continue)", file=sys.stderr)
         return 130

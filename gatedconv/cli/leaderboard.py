@@ -11,6 +11,8 @@ epochs, seeds, top-1 mean ± std, top-5 mean, train time per run, img/s, recipe,
 
 Finished runs (final.json) are reused and interrupted ones resumed, so the command can simply be run again
 after a stop (or with more models/seeds added). A directory holding a run with another recipe is refused.
+On a cluster, --launcher submitit (with --partition, --gpus-per-node, ...) submits the missing runs as one Slurm
+job array, waits for them, then evaluates and tabulates here (docs/usage.md, "Running a grid on a cluster").
 
 Recipes. Models without one use the package default, which is the gatedconv network's original recipe (Adam,
 lr 1e-3, weight decay 1e-4, constant lr, batch 128), evaluated, like every harness run, through the
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures-dir", default=None, help="where the two figures go (default OUT)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs, recipes, parameters) and exit")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch lines")
+    from gatedconv.launch import add_launcher_arguments
+    add_launcher_arguments(p)
     return p
 
 
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     base = {k: getattr(args, k) for k in ("batch_size", "eval_batch_size", "precision", "compile", "device")
             if getattr(args, k) is not None}
     try:
+        from gatedconv.launch import launcher_from_args
+        launcher = launcher_from_args(args, args.out, "gatedconv-leaderboard")
         try:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {c.model:20s} seed {c.seed}  {n:>11,} params  {c.epochs} epoch(s)  {lb.recipe_text(vars(c))}")
             return 0
         rows = lb.run_leaderboard(cfgs, print_fn=print, run_print_fn=(lambda *a, **k: None) if args.quiet else print,
-                                  eval_device=args.device or "auto")
+                                  eval_device=args.device or "auto", launcher=launcher)
     except RunInterrupted as e:
         print(f"{e} ({again})", file=sys.stderr)
         return 130

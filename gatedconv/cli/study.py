@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibrate the cost-matched variants among --variants that have no recorded calibration "
                         "(recorded in --results) and train nothing")
     p.add_argument("--quiet", action="store_true", help="do not print per-epoch lines")
+    from gatedconv.launch import add_launcher_arguments
+    add_launcher_arguments(p)
     return p
 
 
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
 
     say = print
     try:
+        from gatedconv.launch import launcher_from_args
+        launcher = launcher_from_args(args, args.out, "gatedconv-study")
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         default = Path(args.out) / "study.json" if args.first_1000 else Path("results/gating_study.json")
         seeds, path = _ints(args.seeds, "--seeds"), Path(args.results) if args.results else default
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         base["first_1000"] = args.first_1000
         cells = study_configs(variants, seeds, args.epochs, args.out, args.data_dir, widths, base)
         records = run_study(cells, path, command_line(), print_fn=say,
-                            run_print_fn=(lambda *a, **k: None) if args.quiet else say)
+                            run_print_fn=(lambda *a, **k: None) if args.quiet else say, launcher=launcher)
     except (RunInterrupted, KeyboardInterrupt) as e:
         print(f"{str(e) or 'interrupted'}; run the same command again to continue", file=sys.stderr)
         return 130
