@@ -28,6 +28,12 @@ here computes the same function from the block's own weights; each takes the blo
 The reference form itself can run its gated sum through ``torch.compile`` (``compiled_sum(model)``), and
 ``auto_impl`` is the measured rule that picks a form from the input's shape, dtype and layout.
 
+Geometry (the block's ``nn.Conv2d`` arguments): every form takes strides, dilations, paddings and kernels given as
+pairs, and a ``padding_mode`` other than zeros (the input is padded first); ``fused``, ``stacked``, ``condconv``
+and ``mixed`` take groups too. ``gemm`` and ``mixed_gemm`` need ``groups=1``; ``dense`` needs the original
+geometry (stride 1, square kernel with ``k // 2`` zero padding, no dilation, no groups). ``unsupported_forms``
+says, per block, which forms are ruled out and why; the block refuses them and ``auto_impl`` never picks them.
+
 This module does not import ``gatedconv.layers`` at import time (``layers`` imports it); blocks are passed in.
 """
 from __future__ import annotations
@@ -44,6 +50,7 @@ __all__ = [
     "FORMS",
     "GEMM_MAX_PIXELS",
     "auto_impl",
+    "unsupported_forms",
     "compiled_sum",
     "condconv",
     "dense",
@@ -89,34 +96,88 @@ def auto_impl(block: nn.Module, x: torch.Tensor) -> str:
         # the same mix for every sample: one convolution with the averaged kernel instead of P (a training step
         # of the K = 4 network 0.53x the reference form's, bf16 channels-last CPU: benchmarks/bench_block.py)
         return "mixed"
-    kmax = max(block.kernel_sizes)
     equal = len(set(block.kernel_sizes)) == 1
-    h = (x.shape[2] + 2 * (kmax // 2) - kmax) // block.stride + 1
-    w = (x.shape[3] + 2 * (kmax // 2) - kmax) // block.stride + 1
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = block.kernel_size, block.stride, block.padding, block.dilation
+    h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1  # the output map (nn.Conv2d's formula)
+    w = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     # measured (benchmarks/bench_block.py): the GEMM and dense forms win only with bf16 on channels-last CPU
     # tensors (1.6x for the network); in fp32 or NCHW the unfold costs more than it saves
     bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
                                          and torch.get_autocast_dtype("cpu") == torch.bfloat16)
     fast_cpu = x.device.type == "cpu" and bf16 and x.is_contiguous(memory_format=torch.channels_last)
-    if fast_cpu and block.stride == 1 and h * w <= DENSE_MAX_PIXELS:
+    ruled_out = block.unsupported_impls  # "dense" among them unless stride 1 (and the original geometry)
+    if fast_cpu and "dense" not in ruled_out and h * w <= DENSE_MAX_PIXELS:
         return "dense"
-    if fast_cpu and equal and h * w <= GEMM_MAX_PIXELS:
+    if fast_cpu and equal and "gemm" not in ruled_out and h * w <= GEMM_MAX_PIXELS:
         return "gemm"
     return "reference"
+
+
+def unsupported_forms(block: nn.Module) -> dict[str, str]:
+    """The forms that cannot compute ``block`` (its geometry), each with the reason in a few words."""
+    out = {}
+    if block.groups != 1:
+        for name in ("gemm", "mixed_gemm"):  # one matrix multiply over all input channels
+            out[name] = f"it needs groups=1, got groups={block.groups}"
+    kh, kw = block.kernel_size
+    if block.stride != (1, 1):
+        out["dense"] = f"it needs stride 1, got stride={block.stride}"
+    elif not (kh == kw and block.padding == (kh // 2, kw // 2) and block.dilation == (1, 1) and block.groups == 1
+              and block.padding_mode == "zeros"):
+        out["dense"] = ("it needs a square kernel with k // 2 zero padding, no dilation and groups=1, got "
+                        f"kernel_size={block.kernel_size}, padding={block.padding}, dilation={block.dilation}, "
+                        f"groups={block.groups}, padding_mode={block.padding_mode!r}")
+    return out
+
+
+def _require(block: nn.Module, name: str) -> None:
+    """Refuse a form called directly on a block it cannot compute."""
+    reason = block.unsupported_impls.get(name)
+    if reason is not None:
+        raise ValueError(f"impl={name!r} cannot compute this block: {reason}")
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Shared pieces
 # ------------------------------------------------------------------------------------------------------------
 
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _conv_out_size(h: int, w: int, kernel, stride, padding, dilation=1) -> tuple[int, int]:
+    """The output size of a convolution (as ``nn.Conv2d`` documents it); ints or pairs."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (kernel, stride, padding, dilation))
+    return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+
+def _pad_input(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``x`` and the padding the convolution applies: for a padding mode other than zeros, ``x`` padded by that mode
+    (as ``nn.Conv2d`` does) and no padding left to apply. Every path's padding is the inner ring of the largest
+    kernel's, and reflecting, replicating or wrapping gives the inner ring the same values at any width."""
+    if block.padding_mode == "zeros":
+        return x, block.padding
+    ph, pw = block.padding
+    return F.pad(x, (pw, pw, ph, ph), mode=block.padding_mode), (0, 0)
+
+
+def _group_major(t: torch.Tensor, paths: int, groups: int) -> torch.Tensor:
+    """Rows (P * C_out, ...) ordered (path, channel) -> ordered (group, path, channel in group): ``conv2d`` with
+    ``groups`` splits its outputs into contiguous groups, and each group's rows must see that group's inputs."""
+    c_out = t.shape[0] // paths
+    t = t.reshape(paths, groups, c_out // groups, *t.shape[1:]).transpose(0, 1)
+    return t.reshape(paths * c_out, *t.shape[3:])
+
+
 def stacked_weight(block: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """All path kernels zero-padded to the largest size: (P * C_out, C_in, K, K) and bias (P * C_out,) or None."""
-    kmax = max(block.kernel_sizes)
+    """All path kernels zero-padded (centred) to the largest size: (P * C_out, C_in / groups, kH, kW) and bias
+    (P * C_out,) or None."""
+    kh, kw = block.kernel_size
     ws = []
-    for conv, k in zip(block.paths, block.kernel_sizes):
-        p = (kmax - k) // 2
-        ws.append(F.pad(conv.weight, (p, p, p, p)) if p else conv.weight)
-    w = torch.cat(ws, 0)  # (P * C_out, C_in, K, K)
+    for conv in block.paths:
+        ph, pw = (kh - conv.weight.shape[2]) // 2, (kw - conv.weight.shape[3]) // 2
+        ws.append(F.pad(conv.weight, (pw, pw, ph, ph)) if ph or pw else conv.weight)
+    w = torch.cat(ws, 0)  # (P * C_out, C_in / groups, kH, kW)
     b = torch.cat([c.bias for c in block.paths], 0) if block.paths[0].bias is not None else None
     return w, b
 
@@ -143,21 +204,29 @@ def _mixed_bias(block: nn.Module, a: torch.Tensor, b: torch.Tensor, dtype: torch
 def fused(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """All paths as one ``conv2d`` with ``P * C_out`` outputs, then the gated sum."""
     w, b = stacked_weight(block)
-    kmax = max(block.kernel_sizes)
-    y = F.conv2d(x, w, b, stride=block.stride, padding=kmax // 2)  # (B, P * C_out, H', W')
+    g, p = block.groups, block.num_paths
+    if g > 1:
+        w, b = _group_major(w, p, g), None if b is None else _group_major(b, p, g)
+    x, padding = _pad_input(block, x)
+    y = F.conv2d(x, w, b, stride=block.stride, padding=padding, dilation=block.dilation,
+                 groups=g)  # (B, P * C_out, H', W'); with groups the channels run (group, path, channel)
     bsz, _, h, wd = y.shape
-    y = y.reshape(bsz, block.num_paths, block.out_channels, h, wd)  # (B, P, C_out, H', W')
-    return _mix_paths(block, y, a, dim=1)
+    if g == 1:
+        y = y.reshape(bsz, p, block.out_channels, h, wd)  # (B, P, C_out, H', W')
+        return _mix_paths(block, y, a, dim=1)
+    y = y.reshape(bsz, g, p, block.out_channels // g, h, wd)  # (B, G, P, C_out / G, H', W')
+    return _mix_paths(block, y, a, dim=2).reshape(bsz, block.out_channels, h, wd)
 
 
 def gemm(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """All paths as one matrix multiply over im2col patches; the output is a channels-last view."""
+    """All paths as one matrix multiply over im2col patches (groups=1); the output is a channels-last view."""
+    _require(block, "gemm")
     w, b = stacked_weight(block)
-    kmax = max(block.kernel_sizes)
-    bsz, _, hin, win = x.shape
-    h = (hin + 2 * (kmax // 2) - kmax) // block.stride + 1
-    wd = (win + 2 * (kmax // 2) - kmax) // block.stride + 1
-    cols = F.unfold(x, kmax, padding=kmax // 2, stride=block.stride)  # (B, C_in*K*K, L)
+    x, padding = _pad_input(block, x)
+    bsz = x.shape[0]
+    h, wd = _conv_out_size(x.shape[2], x.shape[3], block.kernel_size, block.stride, padding, block.dilation)
+    cols = F.unfold(x, block.kernel_size, dilation=block.dilation, padding=padding,
+                    stride=block.stride)  # (B, C_in*K*K, L)
     cols = cols.transpose(1, 2)  # (B, L, C_in*K*K)
     cols = cols.reshape(-1, cols.shape[-1])  # (B*L, C_in*K*K)
     wm = w.flatten(1).t()  # (C_in*K*K, P*C_out)
@@ -205,9 +274,9 @@ class _DenseKernel(torch.autograd.Function):
 
 
 def dense(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Stride 1 only: the whole map's convolution as one dense matrix (see ``_DenseKernel``); channels-last out."""
-    if block.stride != 1:
-        raise ValueError(f"impl='dense' needs stride 1, got {block.stride}")
+    """Stride 1, the original geometry only: the whole map's convolution as one dense matrix (see
+    ``_DenseKernel``); channels-last out."""
+    _require(block, "dense")
     w, b = stacked_weight(block)  # (P*C_out, C_in, K, K)
     if torch.is_autocast_enabled(x.device.type):
         w = w.to(torch.get_autocast_dtype(x.device.type))  # build the big matrix at half the bytes
@@ -221,13 +290,18 @@ def dense(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 def stacked(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``after_sum`` only: input copies scaled per sample, one convolution with ``P * C_in`` input channels."""
-    kmax = max(block.kernel_sizes)
-    p, c_out, c_in = block.num_paths, block.out_channels, block.in_channels
-    w, b = stacked_weight(block)  # (P*C_out, C_in, K, K)
-    # (P*C_out, C_in, K, K) -> (C_out, P*C_in, K, K): path p's kernel sees input copy p
-    w = w.view(p, c_out, c_in, kmax, kmax).transpose(0, 1).reshape(c_out, p * c_in, kmax, kmax)
-    xs = (x.unsqueeze(1) * a.to(x.dtype)[:, :, None, None, None]).flatten(1, 2)  # (B, P*C_in, H, W)
-    y = F.conv2d(xs, w, None, stride=block.stride, padding=kmax // 2)
+    (kh, kw), g = block.kernel_size, block.groups
+    p, c_out, c_in = block.num_paths, block.out_channels, block.in_channels // g
+    w, b = stacked_weight(block)  # (P*C_out, C_in/G, kH, kW)
+    # (P*C_out, C_in/G, kH, kW) -> (C_out, P*C_in/G, kH, kW): path p's kernel sees input copy p
+    w = w.view(p, c_out, c_in, kh, kw).transpose(0, 1).reshape(c_out, p * c_in, kh, kw)
+    x, padding = _pad_input(block, x)
+    if g == 1:
+        xs = (x.unsqueeze(1) * a.to(x.dtype)[:, :, None, None, None]).flatten(1, 2)  # (B, P*C_in, H, W)
+    else:  # each group's inputs copied per path: channels (group, path, channel in group)
+        bsz, _, h, wd = x.shape
+        xs = (x.reshape(bsz, g, 1, c_in, h, wd) * a.to(x.dtype)[:, None, :, None, None, None]).flatten(1, 3)
+    y = F.conv2d(xs, w, None, stride=block.stride, padding=padding, dilation=block.dilation, groups=g)
     if b is not None:
         y = y + _mixed_bias(block, a, b, y.dtype)
     return block.act(y)
@@ -246,29 +320,30 @@ def mix_kernels(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 def mixed_weight(block: nn.Module, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``mix_kernels`` over the block's path kernels (zero-padded to the largest size)."""
-    kmax = max(block.kernel_sizes)
     w, b = stacked_weight(block)
-    w = w.reshape(block.num_paths, block.out_channels, block.in_channels, kmax, kmax)
+    w = w.reshape(block.num_paths, block.out_channels, *w.shape[1:])  # (P, C_out, C_in/G, kH, kW)
     return mix_kernels(a, w, None if b is None else b.view(block.num_paths, block.out_channels))
 
 
 def conv_per_sample(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, stride: int, padding: int,
-                    ) -> torch.Tensor:
-    """Mixed kernels (N, C_out, C_in, K, K) applied by plain ``conv2d``: one call for the whole batch when N == 1
-    (a mix shared by every sample), else one call a sample."""
+                    dilation: int | tuple[int, int] = 1, groups: int = 1) -> torch.Tensor:
+    """Mixed kernels (N, C_out, C_in / groups, kH, kW) applied by plain ``conv2d``: one call for the whole batch
+    when N == 1 (a mix shared by every sample), else one call a sample."""
     if wm.shape[0] == 1:
-        return F.conv2d(x, wm[0], None if bm is None else bm[0], stride=stride, padding=padding)
-    return torch.cat([F.conv2d(x[i:i + 1], wm[i], None if bm is None else bm[i], stride=stride, padding=padding)
+        return F.conv2d(x, wm[0], None if bm is None else bm[0], stride=stride, padding=padding, dilation=dilation,
+                        groups=groups)
+    return torch.cat([F.conv2d(x[i:i + 1], wm[i], None if bm is None else bm[i], stride=stride, padding=padding,
+                               dilation=dilation, groups=groups)
                       for i in range(x.shape[0])], 0)
 
 
-def conv_bmm(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, stride: int, padding: int) -> torch.Tensor:
-    """Per-sample kernels (B, C_out, C_in, K, K) as one batched matrix multiply over unfolded patches; the output
-    is a channels-last view."""
-    bsz, c_out, _, k, _ = wm.shape
-    h = (x.shape[2] + 2 * padding - k) // stride + 1
-    wd = (x.shape[3] + 2 * padding - k) // stride + 1
-    cols = F.unfold(x, k, padding=padding, stride=stride).transpose(1, 2)  # (B, L, C_in*K*K)
+def conv_bmm(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, stride: int, padding: int,
+             dilation: int | tuple[int, int] = 1) -> torch.Tensor:
+    """Per-sample kernels (B, C_out, C_in, kH, kW) as one batched matrix multiply over unfolded patches (no groups);
+    the output is a channels-last view."""
+    bsz, c_out, _, kh, kw = wm.shape
+    h, wd = _conv_out_size(x.shape[2], x.shape[3], (kh, kw), stride, padding, dilation)
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride).transpose(1, 2)  # (B, L, C_in*K*K)
     wt = wm.flatten(2).transpose(1, 2)  # (B, C_in*K*K, C_out)
     if torch.is_autocast_enabled(x.device.type):
         wt = wt.to(torch.get_autocast_dtype(x.device.type))
@@ -278,11 +353,13 @@ def conv_bmm(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, stride:
 
 
 def conv_grouped(x: torch.Tensor, wm: torch.Tensor, bm: torch.Tensor | None, stride: int, padding: int,
-                 ) -> torch.Tensor:
-    """Per-sample kernels (B, C_out, C_in, K, K) as one grouped convolution, a group per sample (CondConv)."""
-    bsz, c_out, c_in, k, _ = wm.shape
-    y = F.conv2d(x.reshape(1, bsz * c_in, *x.shape[2:]), wm.reshape(bsz * c_out, c_in, k, k),
-                 None if bm is None else bm.reshape(-1), stride=stride, padding=padding, groups=bsz)
+                 dilation: int | tuple[int, int] = 1, groups: int = 1) -> torch.Tensor:
+    """Per-sample kernels (B, C_out, C_in / groups, kH, kW) as one grouped convolution, ``groups`` groups per
+    sample (CondConv)."""
+    bsz, c_out = wm.shape[:2]
+    y = F.conv2d(x.reshape(1, -1, *x.shape[2:]), wm.reshape(bsz * c_out, *wm.shape[2:]),
+                 None if bm is None else bm.reshape(-1), stride=stride, padding=padding, dilation=dilation,
+                 groups=bsz * groups)
     y = y.view(bsz, c_out, *y.shape[2:])
     # the groups need NCHW; hand a channels-last caller channels-last back (BatchNorm and pooling after it ran
     # several times slower on NCHW tensors in a channels-last network)
@@ -319,19 +396,24 @@ def mixed(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``after_sum`` only: mixed kernels applied by plain ``conv2d``: one call when the mix is shared, else one a
     sample."""
     wm, bm = mixed_weight(block, a[:1] if _shared_mix(block, a) else a)
-    return block.act(conv_per_sample(x, wm, bm, block.stride, max(block.kernel_sizes) // 2))
+    x, padding = _pad_input(block, x)
+    return block.act(conv_per_sample(x, wm, bm, block.stride, padding, block.dilation, block.groups))
 
 
 def mixed_gemm(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """``after_sum`` only: per-sample mixed kernels as one batched matrix multiply over unfolded patches."""
+    """``after_sum`` only, groups=1: per-sample mixed kernels as one batched matrix multiply over unfolded
+    patches."""
+    _require(block, "mixed_gemm")
     wm, bm = mixed_weight(block, a)
-    return block.act(conv_bmm(x, wm, bm, block.stride, max(block.kernel_sizes) // 2))
+    x, padding = _pad_input(block, x)
+    return block.act(conv_bmm(x, wm, bm, block.stride, padding, block.dilation))
 
 
 def condconv(block: nn.Module, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """``after_sum`` only: per-sample kernels ``sum_p a_p W_p`` applied with one grouped convolution."""
     wm, bm = mixed_weight(block, a)
-    return block.act(conv_grouped(x, wm, bm, block.stride, max(block.kernel_sizes) // 2))
+    x, padding = _pad_input(block, x)
+    return block.act(conv_grouped(x, wm, bm, block.stride, padding, block.dilation, block.groups))
 
 
 Form = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -11,6 +11,9 @@ It is a close relative of Selective Kernel Networks (Li et al., 2019, arXiv:1903
 2019, arXiv:1904.04971) and Dynamic Convolution (Chen et al., 2020, arXiv:1912.03458); the original design uses
 an unnormalised ReLU gate.
 
+The block takes ``nn.Conv2d``'s arguments (kernel size, stride, padding, dilation, groups, bias, padding mode), so
+it can stand in for a convolution; ``gatedconv.convert`` puts it in place of the convolutions of a whole model.
+
 This file is the definition: ``impl="reference"`` computes the formula as written, one ``Conv2d`` per path.
 Faster forms of the same function (``"fused"``, ``"gemm"``, ``"dense"``, ``"stacked"``, ``"condconv"``), the
 compiled gated sum and the rule ``impl="auto"`` follows live in ``gatedconv.kernels``.
@@ -18,6 +21,8 @@ compiled gated sum and the rule ``impl="auto"`` follows live in ``gatedconv.kern
 from __future__ import annotations
 
 import copy
+import numbers
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -30,6 +35,7 @@ __all__ = [
     "ACTIVATION_PLACEMENTS",
     "GATE_TYPES",
     "IMPLEMENTATIONS",
+    "PADDING_MODES",
     "Gate",
     "GatedConv2d",
     "Nth_Block",
@@ -114,59 +120,105 @@ class Gate(nn.Module):
 
 
 class GatedConv2d(nn.Module):
-    """Input-gated sum of parallel convolutions (the original ``Nth_Block``).
+    """Input-gated sum of parallel convolutions (the original ``Nth_Block``), a drop-in for ``nn.Conv2d``.
+
+    The first eleven arguments are ``nn.Conv2d``'s, in its order, so ``GatedConv2d(**conv_kwargs)`` builds a gated
+    block with the convolution's geometry (groups, dilation, tuples, ``padding="same"``, ``padding_mode``); the
+    gating knobs are keyword-only. Unlike ``nn.Conv2d``, ``padding`` defaults to None ("same size": each path
+    padded by ``dilation * (k // 2)``), which is what the block has always done; pass ``padding=0`` for
+    ``nn.Conv2d``'s default.
 
     Args:
         in_channels: channels of the input ``x`` (B, C_in, H, W).
         out_channels: channels of the output.
-        kernel_sizes: one odd kernel size per path; ``(3, 3, 3)`` is the original. Padding ``k // 2`` keeps the
-            spatial size at stride 1, so paths of different sizes can be summed.
-        stride: stride of every path.
+        kernel_size: an int or (kH, kW): the kernel of each of the ``num_paths`` paths (ignored when
+            ``kernel_sizes`` is given).
+        stride, dilation: an int or a pair, as ``nn.Conv2d``; every path.
+        padding: None (default: same size, ``dilation * (k // 2)`` per path; odd kernels), ``"same"`` (the same,
+            as ``nn.Conv2d``: stride 1 only), ``"valid"`` (none), an int or a pair (every path; the paths must then
+            have one kernel size, so that their outputs have one size).
+        groups: as ``nn.Conv2d``: ``in_channels`` and ``out_channels`` divisible by it (``groups=in_channels``:
+            depthwise); every path.
+        bias: whether the path convolutions have a bias.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``, as ``nn.Conv2d``.
+        device, dtype: where and in which dtype the parameters are made.
+        num_paths: how many paths (P), each with ``kernel_size``.
+        kernel_sizes: one kernel size per path instead (an int or a pair each; ``(1, 3, 5)`` mixes sizes); its
+            length is the number of paths. The original block is ``kernel_sizes=(3, 3, 3)``, the default.
         gate: ``"relu"`` (original), ``"softmax"``, ``"sigmoid"`` or ``"constant"`` (no gating).
         temperature: softmax temperature (only used by ``gate="softmax"``).
         rd_ratio: the gate's hidden layer, ``C_in * rd_ratio`` units (``Gate``); None (default): no hidden layer.
         activation: ``"per_path"`` (original: activation on each path before the gated sum) or ``"after_sum"``
             (one activation after the gated sum).
-        act_layer: activation class, instantiated once; ``nn.ReLU`` in the original.
-        bias: whether the path convolutions have a bias.
+        act_layer: activation class, instantiated once; ``nn.ReLU`` in the original (``nn.Identity``: none, as a
+            plain convolution).
         impl: which implementation computes the block: ``"reference"`` (the definition), one of the forms in
-            ``gatedconv.kernels``, or ``"auto"`` (chosen per input by ``gatedconv.kernels.auto_impl``).
+            ``gatedconv.kernels``, or ``"auto"`` (chosen per input by ``gatedconv.kernels.auto_impl``). A form
+            that cannot compute the block's geometry is refused with a ``ValueError``
+            (``block.unsupported_impls`` says which and why); ``"auto"`` never picks one.
         compiled_sum: run the reference form's gated sum through ``torch.compile`` in training steps (see
             ``gatedconv.kernels.compiled_sum`` to set it on a whole model).
+
+    Attributes in ``nn.Conv2d``'s terms: ``kernel_size`` (the largest kernel, per dimension: every path's kernel
+    zero-padded to it, centred, computes the same), ``stride``, ``padding`` (that kernel's padding, a pair),
+    ``dilation``, ``groups``, ``padding_mode``. State dict: ``gate.fc.*`` (and ``gate.hidden.*``) and
+    ``paths.N.weight`` / ``paths.N.bias``, one ``nn.Conv2d`` per path.
     """
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        kernel_size: int | tuple[int, int] = 3,
+        stride: int | tuple[int, int] = 1,
+        padding: str | int | tuple[int, int] | None = None,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         *,
-        kernel_sizes: Sequence[int] = (3, 3, 3),
-        stride: int = 1,
+        num_paths: int = 3,
+        kernel_sizes: Sequence[int | tuple[int, int]] | None = None,
         gate: str = "relu",
         temperature: float = 1.0,
         rd_ratio: float | None = None,
         activation: str = "per_path",
         act_layer: type[nn.Module] = nn.ReLU,
-        bias: bool = True,
         impl: str = "auto",
         compiled_sum: bool = False,
     ) -> None:
         super().__init__()
-        _check_arguments(in_channels, out_channels, stride, activation, impl)
-        self.kernel_sizes = _check_kernel_sizes(kernel_sizes)
+        _check_arguments(in_channels, out_channels, groups, padding_mode, activation, impl)
+        kernels_hw, self.kernel_sizes = _check_kernel_sizes(kernel_size, num_paths, kernel_sizes)
+        self.stride = _pair("stride", stride, 1)
+        self.dilation = _pair("dilation", dilation, 1)
+        path_paddings, self.padding = _paddings(padding, kernels_hw, self.kernel_sizes, self.stride, self.dilation)
+        self.kernel_size = (max(kh for kh, _ in kernels_hw), max(kw for _, kw in kernels_hw))
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.stride = stride
+        self.groups = int(groups)
+        self.padding_mode = padding_mode
+        self._padding_arg = padding if isinstance(padding, str) or padding is None else self.padding
         self.activation = activation
-        self.impl = impl
         self.compiled_sum = bool(compiled_sum)
         self.num_paths = len(self.kernel_sizes)
         self.gate = Gate(in_channels, self.num_paths, gate, temperature, rd_ratio=rd_ratio)
         self.paths = nn.ModuleList(
-            nn.Conv2d(in_channels, out_channels, k, stride=stride, padding=k // 2, bias=bias)
-            for k in self.kernel_sizes
+            nn.Conv2d(in_channels, out_channels, k, stride=self.stride, padding=p, dilation=self.dilation,
+                      groups=self.groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
+            for k, p in zip(kernels_hw, path_paddings)
         )
         self.act = act_layer()
+        if device is not None or dtype is not None:  # the paths are made there; the gate (small) is moved
+            self.gate.to(device=device, dtype=dtype)
+            self.act.to(device=device, dtype=dtype)
+        # impl name -> why this block's geometry rules the form out (fixed at construction, like the geometry)
+        self.unsupported_impls: dict[str, str] = kernels.unsupported_forms(self)
+        self.impl = impl
+        if impl in self.unsupported_impls:
+            raise ValueError(f"impl={impl!r} cannot compute this block: {self.unsupported_impls[impl]}")
         self.record_gates = False  # set True (or use gatedconv.analysis) to keep the last gate values
         self.last_gates: torch.Tensor | None = None
 
@@ -203,7 +255,8 @@ class GatedConv2d(nn.Module):
         * a gate that is identically 1 (softmax or constant over one path): its convolution and the activation;
         * ``after_sum`` with the constant gate: ONE ``Conv2d`` with the averaged kernel (and bias), then the
           activation (the over-parameterised block folds to a plain convolution, as in RepVGG);
-        * ``after_sum`` with an input-dependent gate: a ``DynamicConv2d`` mixing the P kernels per sample;
+        * ``after_sum`` with an input-dependent gate: a ``DynamicConv2d`` mixing the P kernels per sample (square
+          kernels, strides and paddings, no groups, no dilation, zero padding; any other such block stays as it is);
         * ``per_path`` otherwise: the block itself (an activation sits between each convolution and the sum, so
           it costs P convolutions deployed too).
 
@@ -212,18 +265,18 @@ class GatedConv2d(nn.Module):
         """
         from .dynamic import DynamicConv2d
 
-        kmax = max(self.kernel_sizes)
         if self.gate.is_one or (self.activation == "after_sum" and self.gate.gate == "constant"):
             a = torch.full((1, self.num_paths), 1.0 / self.num_paths, dtype=self.paths[0].weight.dtype,
                            device=self.paths[0].weight.device)
-            wm, bm = kernels.mixed_weight(self, a)  # (1, C_out, C_in, K, K): the mean of the padded kernels
-            conv = nn.Conv2d(self.in_channels, self.out_channels, kmax, stride=self.stride, padding=kmax // 2,
-                             bias=bm is not None).to(wm)
+            wm, bm = kernels.mixed_weight(self, a)  # (1, C_out, C_in/groups, kH, kW): the mean of the padded kernels
+            conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, groups=self.groups,
+                             bias=bm is not None, padding_mode=self.padding_mode).to(wm)
             conv.weight.copy_(wm[0])
             if bm is not None:
                 conv.bias.copy_(bm[0])
             return conv if isinstance(self.act, nn.Identity) else nn.Sequential(conv, copy.deepcopy(self.act))
-        if self.activation == "after_sum":
+        if self.activation == "after_sum" and self._dynamic_conv_fits():
             w, b = kernels.stacked_weight(self)  # (P*C_out, C_in, K, K)
             gate = copy.deepcopy(self.gate)
             if gate.gate == "softmax" and gate.temperature != 1.0:  # softmax(z / T): fold 1 / T into the last layer
@@ -231,15 +284,25 @@ class GatedConv2d(nn.Module):
                 gate.fc.bias.div_(gate.temperature)
                 gate.temperature = 1.0
             return DynamicConv2d(
-                gate, w.reshape(self.num_paths, self.out_channels, self.in_channels, kmax, kmax),
+                gate, w.reshape(self.num_paths, self.out_channels, *w.shape[1:]),
                 None if b is None else b.view(self.num_paths, self.out_channels),
-                stride=self.stride, padding=kmax // 2, act=copy.deepcopy(self.act),
+                stride=self.stride[0], padding=self.padding[0], act=copy.deepcopy(self.act),
             )
         return copy.deepcopy(self)
 
+    def _dynamic_conv_fits(self) -> bool:
+        """Whether ``DynamicConv2d`` (square kernels, strides and paddings; no groups, dilation or padding mode)
+        can hold this block; an ``after_sum`` block it cannot hold is deployed as it is."""
+        square = all(v[0] == v[1] for v in (self.kernel_size, self.stride, self.padding))
+        return square and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
+
     def choose_impl(self, x: torch.Tensor) -> str:
         """The implementation the block uses for input ``x``: ``impl``, or for ``"auto"`` the measured choice."""
-        return kernels.auto_impl(self, x) if self.impl == "auto" else self.impl
+        if self.impl == "auto":
+            return kernels.auto_impl(self, x)
+        if self.impl in self.unsupported_impls:  # set after construction (which refuses it)
+            raise ValueError(f"impl={self.impl!r} cannot compute this block: {self.unsupported_impls[self.impl]}")
+        return self.impl
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -250,22 +313,38 @@ class GatedConv2d(nn.Module):
             )
 
     def extra_repr(self) -> str:
+        def show(v):  # a square pair as one int, as the block's arguments are usually written
+            return v[0] if isinstance(v, tuple) and v[0] == v[1] else v
+
+        geometry = "".join(
+            f", {name}={value!r}" for name, value, default in (
+                ("padding", show(self._padding_arg), None), ("dilation", show(self.dilation), 1),
+                ("groups", self.groups, 1), ("padding_mode", self.padding_mode, "zeros"),
+            ) if value != default
+        )
         compiled = ", compiled_sum=True" if self.compiled_sum else ""
         return (
-            f"{self.in_channels}, {self.out_channels}, kernel_sizes={self.kernel_sizes}, stride={self.stride}, "
-            f"activation={self.activation!r}, impl={self.impl!r}{compiled}"
+            f"{self.in_channels}, {self.out_channels}, kernel_sizes={self.kernel_sizes}, stride={show(self.stride)}"
+            f"{geometry}, activation={self.activation!r}, impl={self.impl!r}{compiled}"
         )
 
 
 # The original name of the block.
 Nth_Block = GatedConv2d
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
-def _check_arguments(in_channels: int, out_channels: int, stride: int, activation: str, impl: str) -> None:
+
+def _check_arguments(in_channels: int, out_channels: int, groups: int, padding_mode: str, activation: str,
+                     impl: str) -> None:
     if in_channels < 1 or out_channels < 1:
         raise ValueError(f"channels must be >= 1, got in_channels={in_channels}, out_channels={out_channels}")
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    _int("groups", groups, 1)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by "
+                         f"groups ({groups})")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if activation not in ACTIVATION_PLACEMENTS:
         raise ValueError(f"activation must be one of {ACTIVATION_PLACEMENTS}, got {activation!r}")
     if impl not in IMPLEMENTATIONS:
@@ -274,11 +353,63 @@ def _check_arguments(in_channels: int, out_channels: int, stride: int, activatio
         raise ValueError(f"impl={impl!r} needs activation='after_sum', got {activation!r}")
 
 
-def _check_kernel_sizes(kernel_sizes: Sequence[int]) -> tuple[int, ...]:
-    ks = tuple(int(k) for k in kernel_sizes)
-    if len(ks) == 0:
-        raise ValueError("kernel_sizes must name at least one path, got an empty sequence")
-    for k in ks:
-        if k < 1 or k % 2 == 0:
-            raise ValueError(f"kernel_sizes must be odd positive ints (padding k//2 keeps the spatial size), got {ks}")
-    return ks
+def _int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _pair(name: str, value, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= ``minimum``, as a pair (as ``nn.Conv2d`` takes its geometry)."""
+    v = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    try:
+        if len(v) != 2 or any(isinstance(i, bool) for i in v):
+            raise TypeError
+        v = tuple(operator.index(i) for i in v)  # ints, numpy ints; not floats
+    except TypeError:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if min(v) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return v
+
+
+def _check_kernel_sizes(kernel_size, num_paths: int, kernel_sizes) -> tuple[tuple, tuple]:
+    """Per path (kH, kW), and the sizes as the block shows them (an int for a square kernel, else the pair)."""
+    if kernel_sizes is None:
+        _int("num_paths", num_paths, 1)
+        hw = (_pair("kernel_size", kernel_size, 1),) * int(num_paths)
+    else:
+        if isinstance(kernel_sizes, (int, str)):
+            raise ValueError(f"kernel_sizes must be a sequence, one kernel size per path, got {kernel_sizes!r}")
+        hw = tuple(_pair("kernel_sizes", k, 1) for k in kernel_sizes)
+        if len(hw) == 0:
+            raise ValueError("kernel_sizes must name at least one path, got an empty sequence")
+        if num_paths not in (3, len(hw)):  # 3: the default, left as it is
+            raise ValueError(f"num_paths={num_paths} disagrees with kernel_sizes ({len(hw)} paths); give one of them")
+        if kernel_size not in (3, (3, 3)):  # 3: the default, left as it is
+            raise ValueError(f"give kernel_size or kernel_sizes, not both (kernel_size={kernel_size!r}, "
+                             f"kernel_sizes={tuple(kernel_sizes)!r})")
+    return hw, tuple(kh if kh == kw else (kh, kw) for kh, kw in hw)
+
+
+def _paddings(padding, hw: tuple, shown: tuple, stride: tuple, dilation: tuple) -> tuple[list, tuple[int, int]]:
+    """Each path's padding, and the padding of the largest kernel (every path's kernel zero-padded to it)."""
+    (dh, dw), kh, kw = dilation, max(k[0] for k in hw), max(k[1] for k in hw)
+    if padding is None or padding == "same":
+        if padding == "same" and stride != (1, 1):
+            raise ValueError(f"padding='same' needs stride 1 (as nn.Conv2d), got stride={stride}; use padding=None "
+                             "(k // 2 per path) for a strided block")
+        if any(k % 2 == 0 for pair in hw for k in pair):
+            raise ValueError(f"kernel_sizes must be odd for padding={padding!r} (k // 2 on each side keeps the "
+                             f"spatial size), got {shown}; give an explicit padding for even kernels")
+        return [(dh * (h // 2), dw * (w // 2)) for h, w in hw], (dh * (kh // 2), dw * (kw // 2))
+    if isinstance(padding, str):
+        if padding != "valid":
+            raise ValueError(f"padding must be None, 'same', 'valid', an int or a pair of ints, got {padding!r}")
+        pad = (0, 0)
+    else:
+        pad = _pair("padding", padding, 0)
+    if len(set(hw)) > 1:
+        raise ValueError(f"padding={padding!r} needs one kernel size for every path (their outputs must have one "
+                         f"size), got kernel_sizes={shown}; use padding=None (k // 2 per path)")
+    return [pad] * len(hw), pad

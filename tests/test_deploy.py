@@ -27,10 +27,10 @@ def _randomize_bn(bn: nn.BatchNorm2d) -> None:
         bn.bias.uniform_(-1, 1)
 
 
-def _block(c_in, c_out, kernel_sizes, stride, gate, activation, act, seed):
+def _block(c_in, c_out, kernel_sizes, stride, gate, activation, act, seed, groups=1, dilation=1):
     torch.manual_seed(seed)
     m = GatedConv2d(c_in, c_out, kernel_sizes=kernel_sizes, stride=stride, gate=gate, activation=activation,
-                    act_layer=act)
+                    act_layer=act, groups=groups, dilation=dilation)
     with torch.no_grad():
         m.gate.fc.bias.uniform_(0.2, 1.0)  # keep ReLU gates open, so a wrong mix cannot hide behind zeros
     return m
@@ -41,11 +41,18 @@ def _block(c_in, c_out, kernel_sizes, stride, gate, activation, act, seed):
     stride=st.sampled_from([1, 2]), kernel_sizes=st.lists(st.sampled_from([1, 3, 5]), min_size=1, max_size=4),
     gate=st.sampled_from(L.GATE_TYPES), activation=st.sampled_from(L.ACTIVATION_PLACEMENTS),
     act=st.sampled_from([nn.ReLU, nn.Identity, nn.GELU]), bn=st.booleans(), seed=st.integers(0, 2**16),
+    groups=st.sampled_from([1, 1, 2, "depthwise"]), dilation=st.sampled_from([1, 1, 2, (1, 2)]),
 )
 def test_deployed_block_computes_the_same_function(b, c_in, c_out, h, w, stride, kernel_sizes, gate, activation, act,
-                                                   bn, seed):
-    """Every block kind, with and without a BatchNorm after it, in float64: equal outputs, the right fused kind."""
-    block = _block(c_in, c_out, kernel_sizes, stride, gate, activation, act, seed)
+                                                   bn, seed, groups, dilation):
+    """Every block kind (grouped, depthwise and dilated ones too), with and without a BatchNorm after it, in
+    float64: equal outputs, the right fused kind (a dynamic convolution only without groups or dilation: other
+    input-gated after_sum blocks stay as they are)."""
+    if groups == "depthwise":
+        groups, c_out = c_in, c_in * (1 + c_out % 2)  # one or two filters per input channel
+    else:
+        c_in, c_out = c_in * groups, c_out * groups
+    block = _block(c_in, c_out, kernel_sizes, stride, gate, activation, act, seed, groups=groups, dilation=dilation)
     net = nn.Sequential(block, nn.BatchNorm2d(c_out) if bn else nn.Identity()).double().eval()
     if bn:
         _randomize_bn(net[1])
@@ -57,10 +64,13 @@ def test_deployed_block_computes_the_same_function(b, c_in, c_out, h, w, stride,
     if one_conv:
         conv = fused if isinstance(fused, nn.Conv2d) else fused[0]
         assert isinstance(conv, nn.Conv2d) and conv.out_channels == c_out
+        assert (conv.groups, conv.dilation) == (block.groups, block.dilation)
         if bn:  # folded exactly when no activation comes between
             assert isinstance(deployed[1], nn.Identity) == (act is nn.Identity)
-    elif activation == "after_sum":
+    elif activation == "after_sum" and block.groups == 1 and block.dilation == (1, 1):
         assert isinstance(fused, DynamicConv2d) and fused.num_kernels == len(kernel_sizes)
+    elif activation == "after_sum":
+        assert isinstance(fused, GatedConv2d) and fused.activation == "after_sum"
     else:
         assert isinstance(fused, GatedConv2d) and fused.activation == "per_path"
 

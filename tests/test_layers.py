@@ -104,6 +104,179 @@ def test_fast_implementations_equal_reference(b, c_in, c_out, h, w, stride, kern
             assert torch.allclose(gp[n], gp0[n], atol=1e-9, rtol=1e-7), (impl, n)
 
 
+FORM_NAMES = [impl for impl in L.IMPLEMENTATIONS if impl not in ("auto", "reference")]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors through many small operations: one intra-op thread, so no operation waits on a second thread
+    (on a busy 2-core machine those waits made such tests 20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+odd_pair = st.tuples(odd_kernel, odd_kernel)
+pair = st.tuples
+
+
+@st.composite
+def conv2d_geometries(draw):
+    """nn.Conv2d's arguments for a block: groups (depthwise included), dilation, strides, kernels and paddings as
+    pairs (asymmetric ones too), padding modes; kernels per path with same-size padding, or one kernel size with
+    an explicit padding (even kernels included)."""
+    g = draw(st.sampled_from([1, 2, 3]))
+    depthwise = draw(st.booleans())
+    c_in = g if depthwise else g * draw(st.integers(1, 2))
+    c_out = g * draw(st.integers(1, 2))
+    stride = draw(pair(st.sampled_from([1, 2]), st.sampled_from([1, 2])))
+    dilation = draw(pair(st.sampled_from([1, 2]), st.sampled_from([1, 2])))
+    if draw(st.booleans()):  # kernels per path, same-size padding
+        sizes = draw(st.lists(st.one_of(odd_kernel, odd_pair), min_size=1, max_size=3))
+        padding = draw(st.sampled_from([None, "same"])) if stride == (1, 1) else None
+        kernel = {"kernel_sizes": sizes}
+    else:  # one kernel size for every path, explicit padding
+        kernel = {"kernel_size": draw(pair(st.integers(1, 4), st.integers(1, 4))),
+                  "num_paths": draw(st.integers(1, 3))}
+        padding = draw(st.one_of(st.just("valid"), st.integers(0, 2), pair(st.integers(0, 2), st.integers(0, 2))))
+    return dict(in_channels=c_in, out_channels=c_out, stride=stride, padding=padding, dilation=dilation, groups=g,
+                padding_mode=draw(st.sampled_from(L.PADDING_MODES)), bias=draw(st.booleans()), **kernel)
+
+
+def _input_size(m: GatedConv2d, dim: int, extra: int) -> int:
+    """The smallest map side with a non-empty output (and a reflect padding narrower than the map), plus extra."""
+    k, p, d = m.kernel_size[dim], m.padding[dim], m.dilation[dim]
+    return max(1, d * (k - 1) + 1 - 2 * p, p + 1) + extra
+
+
+@pytest.mark.usefixtures("one_thread")
+@given(geometry=conv2d_geometries(), b=st.integers(1, 3), extra=pair(st.integers(0, 3), st.integers(0, 3)),
+       activation=st.sampled_from(L.ACTIVATION_PLACEMENTS), gate=st.sampled_from(L.GATE_TYPES),
+       seed=st.integers(0, 2**16))
+def test_every_form_that_accepts_a_conv2d_geometry_equals_reference(geometry, b, extra, activation, gate, seed):
+    """With nn.Conv2d's arguments (groups, depthwise, dilation, asymmetric kernels, strides and paddings, every
+    padding mode), every form the block accepts gives the reference form's output and gradients (float64); a form
+    it refuses is refused in one line naming it; and ``auto`` never picks a refused form, in fp32 or in bf16
+    channels-last (where it picks the dense and GEMM forms)."""
+    torch.manual_seed(seed)
+    m = GatedConv2d(**geometry, activation=activation, gate=gate)
+    nn.init.constant_(m.gate.fc.bias, 0.5)  # keep ReLU gates open so every gradient path is exercised
+    x = torch.randn(b, m.in_channels, _input_size(m, 0, extra[0]), _input_size(m, 1, extra[1]))
+    y0, gx0, gp0 = _grads(m, x, "reference")
+    compared = 0
+    for impl in FORM_NAMES:
+        if impl in kernels.AFTER_SUM_ONLY and activation != "after_sum":
+            continue
+        if impl in m.unsupported_impls:
+            with pytest.raises(ValueError, match=rf"^impl='{impl}' cannot compute this block: it needs") as e:
+                GatedConv2d(**geometry, activation=activation, gate=gate, impl=impl)
+            assert "\n" not in str(e.value)
+            continue
+        y, gx, gp = _grads(m, x, impl)
+        assert torch.allclose(y, y0, atol=1e-9, rtol=1e-7), impl
+        assert torch.allclose(gx, gx0, atol=1e-9, rtol=1e-7), impl
+        for n in gp0:
+            assert torch.allclose(gp[n], gp0[n], atol=1e-9, rtol=1e-7), (impl, n)
+        compared += 1
+    assert compared >= 1  # fused takes every geometry
+    m.impl = "auto"
+    cl = x.float().to(memory_format=torch.channels_last)
+    assert m.choose_impl(x) not in m.unsupported_impls
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.choose_impl(cl) not in m.unsupported_impls
+
+
+@pytest.mark.parametrize("kwargs, side, ruled_out, auto", [
+    ({}, 2, set(), "dense"),
+    ({"kernel_sizes": ((1, 3), (3, 1))}, 2, set(), "dense"),  # centred in a square 3x3: the dense form still fits
+    ({"stride": 2}, 4, {"dense"}, "gemm"),
+    ({"dilation": 2}, 2, {"dense"}, "gemm"),
+    ({"padding_mode": "reflect"}, 2, {"dense"}, "gemm"),
+    ({"kernel_size": (1, 3), "padding": (0, 1)}, 2, {"dense"}, "gemm"),
+    ({"kernel_size": 3, "padding": 0}, 4, {"dense"}, "gemm"),
+    ({"groups": 2}, 2, {"dense", "gemm", "mixed_gemm"}, "reference"),
+    ({"groups": 4, "out_channels": 8}, 2, {"dense", "gemm", "mixed_gemm"}, "reference"),  # depthwise
+])
+def test_forms_ruled_out_by_geometry(kwargs, side, ruled_out, auto):
+    """The forms each geometry rules out, as documented (gatedconv.kernels): groups suit neither GEMM form, the
+    dense form needs the original geometry; on a 2x2 output map in bf16 channels-last, where ``auto`` picks the
+    dense form, it falls back to the GEMM form, or to the reference form when that is ruled out too."""
+    m = GatedConv2d(**{"in_channels": 4, "out_channels": 4, **kwargs})
+    assert set(m.unsupported_impls) == ruled_out
+    cl = torch.randn(2, 4, side, side).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.choose_impl(cl) == auto
+        assert m(cl).shape[2:] == (2, 2)
+
+
+def _copy_as_one_path(gated: nn.Module, conv: nn.Conv2d) -> None:
+    with torch.no_grad():
+        gated.paths[0].weight.copy_(conv.weight)
+        if conv.bias is not None:
+            gated.paths[0].bias.copy_(conv.bias)
+
+
+def _drop_in_net(conv_cls, **extra) -> nn.Sequential:
+    """A small network written against nn.Conv2d's arguments, by keyword and positionally."""
+    return nn.Sequential(
+        conv_cls(in_channels=4, out_channels=8, kernel_size=3, stride=1, padding=2, dilation=2, groups=4,
+                 bias=False, **extra),
+        nn.BatchNorm2d(8), nn.ReLU(),
+        conv_cls(in_channels=8, out_channels=8, kernel_size=(1, 3), stride=(2, 1), padding=(0, 1), groups=8,
+                 padding_mode="reflect", **extra),  # depthwise, asymmetric
+        conv_cls(8, 6, 3, 1, "same", (1, 2), 2, True, "zeros", **extra),  # nn.Conv2d's positional order
+        conv_cls(in_channels=6, out_channels=6, kernel_size=2, stride=2, padding="valid", **extra),  # even kernel
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_gated_block_is_a_drop_in_for_conv2d():
+    """A network written with nn.Conv2d(..., groups=..., dilation=..., padding=..., padding_mode=...) works with
+    GatedConv2d swapped in by keyword: same output shapes, the same geometry attributes; a one-path block with
+    a gate of 1 and no activation holding the convolution's weights computes exactly the convolution."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 12, 10)
+    plain = _drop_in_net(nn.Conv2d).eval()
+    gated = _drop_in_net(GatedConv2d).eval()
+    y = gated(x)
+    assert y.shape == plain(x).shape == (2, 6, 3, 5)
+    y.square().sum().backward()  # trains: every trainable weight gets a gradient
+    assert all(p.grad is not None for p in gated.parameters() if p.requires_grad)
+    for conv, block in zip(plain, gated):
+        if isinstance(conv, nn.Conv2d):
+            for attr in ("in_channels", "out_channels", "kernel_size", "stride", "dilation", "groups",
+                         "padding_mode"):
+                assert getattr(block, attr) == getattr(conv, attr), attr
+            numeric = {"same": (1, 2), "valid": (0, 0)}.get(conv.padding, conv.padding)  # (kernel 3, dilation (1, 2))
+            assert block.num_paths == 3 and block.padding == block.paths[0].padding == numeric
+    one = _drop_in_net(GatedConv2d, num_paths=1, gate="softmax", act_layer=nn.Identity).eval()
+    for conv, block in zip(plain, one):
+        if isinstance(conv, nn.Conv2d):
+            _copy_as_one_path(block, conv)
+    one[1].load_state_dict(plain[1].state_dict())
+    assert torch.allclose(one(x), plain(x), atol=1e-6)
+
+
+def test_state_dict_and_defaults_unchanged():
+    """The default block is the original: three 3x3 paths padded by 1, the same state dict keys and shapes (old
+    checkpoints load), and nn.Conv2d-style attributes describing it."""
+    m = GatedConv2d(3, 16)
+    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert shapes == {
+        "gate.fc.weight": (3, 3), "gate.fc.bias": (3,),
+        "paths.0.weight": (16, 3, 3, 3), "paths.0.bias": (16,),
+        "paths.1.weight": (16, 3, 3, 3), "paths.1.bias": (16,),
+        "paths.2.weight": (16, 3, 3, 3), "paths.2.bias": (16,),
+    }
+    assert m.kernel_sizes == (3, 3, 3) and m.num_paths == 3
+    assert (m.kernel_size, m.stride, m.padding, m.dilation, m.groups, m.padding_mode) == (
+        (3, 3), (1, 1), (1, 1), (1, 1), 1, "zeros")
+    assert GatedConv2d(3, 16, kernel_sizes=(1, 3, 5)).padding == (2, 2)  # the largest kernel's
+    assert [c.padding for c in GatedConv2d(3, 16, kernel_sizes=(1, 3, 5)).paths] == [(0, 0), (1, 1), (2, 2)]
+    assert GatedConv2d(3, 16, kernel_size=5, num_paths=2).kernel_sizes == (5, 5)
+    assert GatedConv2d(3, 4, dtype=torch.float64).paths[0].weight.dtype == torch.float64
+    assert "kernel_sizes=(3, 3, 3), stride=1, activation='per_path'" in repr(m)
+
+
 def test_fast_forms_close_in_float32_and_channels_last():
     torch.manual_seed(1)
     m = GatedConv2d(8, 16).to(memory_format=torch.channels_last)
@@ -134,9 +307,17 @@ def test_dense_form_in_bf16_autocast_close_to_reference():
 
 
 def test_dense_form_needs_stride_one():
-    m = GatedConv2d(4, 4, stride=2, impl="dense")
+    """Refused in one line at construction, when set afterwards, and when the form is called directly."""
+    with pytest.raises(ValueError, match=r"^impl='dense' cannot compute this block: it needs stride 1") as e:
+        GatedConv2d(4, 4, stride=2, impl="dense")
+    assert "\n" not in str(e.value)
+    m = GatedConv2d(4, 4, stride=2)
+    x = torch.randn(1, 4, 2, 2)
+    m.impl = "dense"
     with pytest.raises(ValueError, match="stride 1"):
-        m(torch.randn(1, 4, 2, 2))
+        m(x)
+    with pytest.raises(ValueError, match="stride 1"):
+        kernels.dense(m, x, m.gate(x))
 
 
 def test_auto_choice():
@@ -274,10 +455,32 @@ def test_bad_input_raises(bad, match):
     ({"stride": 0}, "stride must be >= 1"),
     ({"impl": "condconv"}, "needs activation='after_sum'"),
     ({"gate": "softmax", "temperature": 0.0}, "temperature"),
+    ({"groups": 2}, r"in_channels \(3\) and out_channels \(4\) must be divisible by groups \(2\)"),
+    ({"groups": 0}, "groups must be an int >= 1"),
+    ({"kernel_size": 2}, r"kernel_sizes must be odd for padding=None .*\(2, 2, 2\)"),
+    ({"kernel_size": (3, 4), "padding": "same"}, r"kernel_sizes must be odd for padding='same'"),
+    ({"padding": "same", "stride": 2}, r"padding='same' needs stride 1"),
+    ({"padding": "full"}, r"padding must be None, 'same', 'valid'"),
+    ({"padding": -1}, "padding must be >= 0"),
+    ({"padding": (1, 2, 3)}, "padding must be an int or a pair of ints"),
+    ({"dilation": 0}, "dilation must be >= 1"),
+    ({"stride": 1.5}, "stride must be an int or a pair of ints"),
+    ({"kernel_size": (3, 3, 3)}, "kernel_size must be an int or a pair of ints"),
+    ({"padding_mode": "mirror"}, "padding_mode must be one of"),
+    ({"kernel_sizes": (1, 3), "padding": 1}, r"padding=1 needs one kernel size for every path"),
+    ({"kernel_sizes": (3, 3), "num_paths": 4}, r"num_paths=4 disagrees with kernel_sizes \(2 paths\)"),
+    ({"kernel_sizes": (3, 3), "kernel_size": 5}, "give kernel_size or kernel_sizes, not both"),
+    ({"kernel_sizes": 3}, "kernel_sizes must be a sequence"),
+    ({"num_paths": 0}, "num_paths must be an int >= 1"),
+    ({"impl": "gemm", "groups": 2, "in_channels": 4}, r"impl='gemm' cannot compute this block: it needs groups=1"),
+    ({"impl": "dense", "dilation": 2}, r"impl='dense' cannot compute this block"),
 ])
 def test_bad_arguments_raise(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        GatedConv2d(3, 4, **kwargs)
+    """Each bad argument or combination is one line naming the argument."""
+    kwargs = {"in_channels": 3, "out_channels": 4, **kwargs}
+    with pytest.raises(ValueError, match=match) as e:
+        GatedConv2d(**kwargs)
+    assert "\n" not in str(e.value)
 
 
 
