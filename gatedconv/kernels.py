@@ -108,7 +108,10 @@ def auto_impl(block: nn.Module, x: torch.Tensor) -> str:
     ruled_out = block.unsupported_impls  # "dense" among them unless stride 1 (and the original geometry)
     if fast_cpu and "dense" not in ruled_out and h * w <= DENSE_MAX_PIXELS:
         return "dense"
-    if fast_cpu and equal and "gemm" not in ruled_out and h * w <= GEMM_MAX_PIXELS:
+    # the GEMM form only where a backward follows: its gain is the backward (measured on training steps), while
+    # a no-grad forward spent most of its time in im2col (a study run's per-epoch evaluation, sampled with a
+    # profiler: the unfold of block 4 took ~80% of it)
+    if fast_cpu and equal and "gemm" not in ruled_out and h * w <= GEMM_MAX_PIXELS and torch.is_grad_enabled():
         return "gemm"
     return "reference"
 

@@ -329,6 +329,8 @@ def test_auto_choice():
         assert m.choose_impl(cl) == "dense"  # bf16, channels_last, 2x2 map: the dense form measured fastest
         assert m.choose_impl(torch.randn(2, 8, 2, 2)) == "reference"  # NCHW
         assert m.choose_impl(torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)) == "gemm"
+        with torch.no_grad():  # evaluation: no backward for the GEMM form to pay back its im2col
+            assert m.choose_impl(torch.randn(2, 8, 4, 4).to(memory_format=torch.channels_last)) == "reference"
         assert m.choose_impl(torch.randn(2, 8, 16, 16).to(memory_format=torch.channels_last)) == "reference"
         assert GatedConv2d(8, 8, kernel_sizes=(1, 3)).choose_impl(cl) == "dense"  # mixed sizes are fine there
         assert GatedConv2d(8, 8, stride=2).choose_impl(cl) == "gemm"  # dense needs stride 1
