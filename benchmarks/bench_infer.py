@@ -34,12 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default=None, help="comma list of study variants (default: all)")
     p.add_argument("--matched-widths", default=None,
                    help="widths of plain_matched (default: the calibration recorded in results/gating_study.json)")
+    p.add_argument("--latency-widths", default=None,
+                   help="widths of plain_deployed (default: the latency calibration recorded there)")
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--seconds", type=float, default=0.05, help="timed work per variant per round (at least one call)")
     p.add_argument("--settings", default=",".join(SETTINGS))
     p.add_argument("--layers", action="store_true", help="time the dynamic layer's forms layer by layer instead")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--output", default=None, help="directory for summary.json (gatedconv-report collect)")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc malloc as it is (default: gatedconv.malloc.keep_freed_memory, as the scripts)")
     return p
 
 
@@ -172,6 +176,9 @@ def profile(nets: dict, print_fn=print) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.default_malloc:  # as every command does: large tensors reuse heap memory instead of page-faulting
+        from gatedconv.malloc import keep_freed_memory
+        keep_freed_memory()
     import torch
 
     from gatedconv.flops import inference_flops
@@ -183,13 +190,17 @@ def main(argv=None) -> int:
         layer_forms()
         return 0
     variants = args.variants.split(",") if args.variants else list(VARIANTS)
-    widths = [int(w) for w in args.matched_widths.split(",")] if args.matched_widths else None
-    if widths is None and "plain_matched" in variants:
-        calib = [r for r in (read_json("results/gating_study.json") or {"records": []})["records"]
-                 if r.get("kind") == "calibration"]
-        if not calib:
-            raise SystemExit("error: plain_matched needs --matched-widths (no calibration in results/gating_study.json)")
-        widths = calib[-1]["widths"]
+    # the cost-matched variants' widths: the flags, else the calibrations recorded beside the study's runs
+    records = (read_json("results/gating_study.json") or {"records": []})["records"]
+    widths = {}
+    for name, kind, flag in (("plain_matched", "calibration", args.matched_widths),
+                             ("plain_deployed", "latency_calibration", args.latency_widths)):
+        recorded = [r["widths"] for r in records if r.get("kind") == kind]
+        if flag or recorded:
+            widths[name] = [int(w) for w in flag.split(",")] if flag else recorded[-1]
+        elif name in variants:
+            print(f"{name}: no widths (no {kind} in results/gating_study.json, no flag): left out")
+            variants.remove(name)
     nets, same_as = _networks(variants, widths)
     if "plain" not in nets:
         raise SystemExit("error: the ratios are to the plain network: include plain in --variants")
