@@ -322,3 +322,25 @@ def test_converted_model_reloads_into_the_same_model_converted_again():
 
 def test_convert_is_exported():
     assert gatedconv.convert is convert and "convert" in gatedconv.__all__
+
+
+def test_converted_registry_model_trains_saves_reloads_and_deploys(tmp_path, tiny_cifar):
+    """A converted torchvision ResNet-18 (``create_model(..., convert=...)``) trains through the harness, its
+    conversion is saved with the run's model keywords, ``load_model`` rebuilds it with the trained weights, and
+    its deployed form (dynamic convolutions without an activation of their own) computes the same function."""
+    import gatedconv
+    from gatedconv import DynamicConv2d
+    from gatedconv.run import RunConfig, run_training
+
+    kwargs = {"layers": [1, 1, 1, 1], "convert": {"exclude": ["conv1"], "min_kernel_size": 3}}
+    out = tmp_path / "run"
+    run_training(RunConfig(model="tv_resnet18", epochs=1, batch_size=50, data_dir=str(tiny_cifar), out=str(out),
+                           compile="off", precision="fp32", model_kwargs=kwargs), print_fn=lambda *a, **k: None)
+    model = gatedconv.load_model(out)
+    assert sum(isinstance(m, GatedConv2d) for m in model.modules()) == 8  # 2 convs x 4 blocks; stem and 1x1 plain
+    deployed = gatedconv.load_model(out, deploy=True)
+    dyn = [m for m in deployed.modules() if isinstance(m, DynamicConv2d)]
+    assert len(dyn) == 8 and all(isinstance(m.act, nn.Identity) for m in dyn)  # the model's BN and ReLU follow
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(deployed(x), model(x), atol=1e-4)

@@ -36,6 +36,7 @@ SMALL = {
     "cnn_medium": dict(image_size=16),
     "resnet": dict(widths=(8, 8, 16, 16)),
     "resnet_small": dict(widths=(8, 8, 16)),
+    "tv_resnet18": dict(layers=(1, 1, 1, 1)),
     "vit": dict(dim=32, depth=2, heads=2, stem_channels=(8,)),
     "previt": dict(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32),
 }

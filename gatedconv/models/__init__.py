@@ -5,8 +5,9 @@
 * ``cnn``      - the MLP, small ConvNets and the ``cnn_base`` family
 * ``resnet``   - CIFAR ResNet-18 / ResNet-20
 * ``vit``      - a small ViT from scratch and the pretrained ``previt``
+* ``tv``       - torchvision architectures adapted to 32x32 inputs (``tv_resnet18``), to gate with ``convert=``
 """
-from . import airbench, cnn, resnet, vit  # noqa: F401  (importing a family registers its models)
+from . import airbench, cnn, resnet, tv, vit  # noqa: F401  (importing a family registers its models)
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from .gated import GatedNet, GatedNetConfig
 

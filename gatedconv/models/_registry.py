@@ -36,5 +36,16 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
-    """Build the registered model ``name``; keyword arguments override the variant's defaults."""
-    return model_entrypoint(name)(**kwargs)
+    """Build the registered model ``name``; keyword arguments override the variant's defaults.
+
+    ``convert={...}`` (any model): then put gated blocks in its convolutions with ``gatedconv.convert(model,
+    **convert)``; being part of the keywords, the conversion is saved with a run and rebuilt by ``load_model``."""
+    conversion = kwargs.pop("convert", None)
+    model = model_entrypoint(name)(**kwargs)
+    if conversion is not None:
+        from ..convert import convert  # here: convert imports the layers, which the registry does not need
+
+        if not isinstance(conversion, dict):
+            raise ValueError(f"convert must be a dict of gatedconv.convert keywords, got {conversion!r}")
+        model, _ = convert(model, inplace=True, **conversion)
+    return model
