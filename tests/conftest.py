@@ -26,6 +26,17 @@ from gatedconv.data import write_batch_file as write_batch  # noqa: E402  (re-ex
 from gatedconv.data import write_fake_cifar as make_tiny_cifar  # noqa: E402
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny tensors through many small operations: a second thread gains nothing
+    there, and on a busy 2-core machine OpenMP threads waiting for each other made such tests 10-100x slower (and
+    one thread keeps the arithmetic identical from run to run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_cifar(tmp_path_factory) -> Path:
     return make_tiny_cifar(tmp_path_factory.mktemp("cifar"))

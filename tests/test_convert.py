@@ -15,14 +15,7 @@ from gatedconv import GatedConv2d, convert, reparameterize
 from gatedconv import layers as L
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors through many small operations: one intra-op thread, so no operation waits on a second thread
-    (on a busy 2-core machine those waits made these tests 100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _same_outputs(original: nn.Module, converted: nn.Module, x: torch.Tensor, atol: float = 1e-9) -> None:

@@ -107,14 +107,6 @@ def test_fast_implementations_equal_reference(b, c_in, c_out, h, w, stride, kern
 FORM_NAMES = [impl for impl in L.IMPLEMENTATIONS if impl not in ("auto", "reference")]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors through many small operations: one intra-op thread, so no operation waits on a second thread
-    (on a busy 2-core machine those waits made such tests 20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 odd_pair = st.tuples(odd_kernel, odd_kernel)
 pair = st.tuples
 

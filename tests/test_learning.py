@@ -74,14 +74,7 @@ def train_with_trainf(net: nn.Module, opt, x, y, precision: str, steps: int = ST
            animator=None, progress=False, quiet=True)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread for these tiny models: a second gains nothing, and on busy cores OpenMP's threads wait for each
-    other (ten times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

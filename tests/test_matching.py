@@ -29,12 +29,7 @@ REFERENCE = {"gate": "constant", "widths": [32, 32, 64, 64, 64]}  # 3 gated path
 LINE = re.compile(r"width x([\d.]+) \[([\d, ]+)\]: plain step / gated step = ([\d.]+) \(median of (\d+) rounds\)")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _record_timings(monkeypatch):

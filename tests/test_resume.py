@@ -30,15 +30,11 @@ TIMING = ("seconds", "examples_per_sec", "train_seconds")  # wall-clock figures:
 
 
 @pytest.fixture(autouse=True)
-def quick(monkeypatch):
+def quick(monkeypatch, one_thread):
     """One intra-op thread (identical arithmetic in every run, no thread spinning on a loaded 2-core host) and
     trainf's curve kept in memory instead of drawn to curve.png."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     animator = train.default_animator
     monkeypatch.setattr(train, "default_animator", lambda epochs, path, history: animator(epochs, None, history))
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
