@@ -9,6 +9,8 @@ Steps, each recorded as passed or failed (a failure does not stop the others):
 * ``channels_last``: the network gives the same outputs in NCHW and channels-last, and the speed of each;
 * ``compiled_sum``: ``gatedconv.kernels.compiled_sum`` (the torch.compile'd gated sum) gives the eager loss and
   gradients, and the speed of each;
+* ``deployed_inference``: the study's plain, constant-mix and dynamic networks deployed (``reparameterize``) give
+  the trained networks' outputs, and their latency at batch 1 and 128 against the plain network's;
 * ``main_epoch``: one epoch of the main job, ``gatedconv-train --epochs 1 --device cuda``, on CIFAR-10 when
   ``$CIFAR10_DIR`` holds it, else on generated data (``write_fake_cifar``; the record says which): the time
   per epoch and images per second;
@@ -291,6 +293,47 @@ def nccl_worker() -> int:
     return 0 if ok else 1
 
 
+def check_deployed_inference() -> dict:
+    """The deployed forms (``gatedconv.reparameterize``) on the GPU, as ``benchmarks/bench_infer.py`` measures
+    them on a CPU: each deployed network computes its trained one's function, and its latency at batch 1 and batch
+    128 (fp32, eval, channels-last, interleaved rounds) against the plain network's."""
+    import statistics
+
+    import torch
+    from gatedconv import create_model, reparameterize
+    from gatedconv.study import variant_kwargs
+
+    nets, figures = {}, {}
+    for v in ("plain", "fixed_mix", "dyconv", "condconv"):
+        torch.manual_seed(0)
+        trained = create_model("gatedconv", **variant_kwargs(v)).cuda().eval()
+        nets[v] = reparameterize(trained).to(memory_format=torch.channels_last)
+        x = torch.randn(8, 3, 32, 32, device="cuda")
+        with torch.no_grad():
+            err = _relative_error(nets[v](x.contiguous(memory_format=torch.channels_last)), trained(x))
+        if err > 1e-2:  # TF32 convolutions differ by ~1e-3
+            raise RuntimeError(f"deployed {v} differs from the trained network by {err:.2e} (relative)")
+        figures[f"{v}_max_relative_error"] = err
+    for b in (1, 128):
+        x = torch.randn(b, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+        times = {v: [] for v in nets}
+        with torch.no_grad():
+            for net in nets.values():  # warm-up: cuDNN's algorithm choice, the allocator
+                net(x), net(x)
+            for _ in range(11):
+                for v, net in nets.items():
+                    torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    for _ in range(10):
+                        net(x)
+                    torch.cuda.synchronize()
+                    times[v].append((time.perf_counter() - t) / 10)
+        for v in nets:
+            figures[f"{v}_b{b}_ms"] = round(1000 * statistics.median(times[v]), 3)
+            figures[f"{v}_b{b}_x"] = round(statistics.median(a / p for a, p in zip(times[v], times["plain"])), 3)
+    return figures
+
+
 def _header(torch) -> dict:
     props = torch.cuda.get_device_properties(0)
     return {"gpu": torch.cuda.get_device_name(), "gpu_count": torch.cuda.device_count(),
@@ -321,6 +364,7 @@ def main(argv=None) -> int:
         report.step("trainf_bf16", check_trainf, data_dir, "bf16")
         report.step("channels_last", check_channels_last)
         report.step("compiled_sum", check_compiled_sum)
+        report.step("deployed_inference", check_deployed_inference)
         report.step("main_epoch", check_main_epoch, data_dir, label, tmp / "main")
         report.step("load_model", check_load_model, data_dir, tmp / "main")
         report.step("torchrun", check_torchrun, data_dir, tmp / "ddp", args.nproc)
