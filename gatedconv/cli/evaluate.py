@@ -35,11 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     import gatedconv
     from gatedconv.checkpoint import CheckpointError
     from gatedconv.data import DataError, load_cifar10
+    from gatedconv.deploy import DeployError
 
     try:
         model = gatedconv.load_model(args.run, deploy=args.deploy)
         data = load_cifar10(args.data_dir)
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, DeployError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     from gatedconv.train import evaluate_images
