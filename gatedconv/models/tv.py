@@ -8,21 +8,33 @@ with ``weights=None``: nothing is downloaded. Any registered model takes ``conve
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from torch import nn
 
+from ._common import ParamCountMixin
 from ._registry import register_model
 
 __all__ = ["tv_resnet18"]
 
 
+@functools.lru_cache(maxsize=None)
+def _resnet_class() -> type:
+    from torchvision.models.resnet import ResNet  # here: torchvision loads only when such a model is built
+
+    class TorchvisionResNet(ParamCountMixin, ResNet):
+        """torchvision's ResNet with ``num_params()``, as every registered model has."""
+
+    return TorchvisionResNet
+
+
 @register_model
 def tv_resnet18(num_classes: int = 10, layers: Sequence[int] = (2, 2, 2, 2), **kwargs) -> nn.Module:
     """torchvision's ResNet-18 for 32x32 inputs; ``layers`` blocks per stage (fewer for a quick look)."""
-    from torchvision.models.resnet import BasicBlock, ResNet  # here: torchvision loads only when this is built
+    from torchvision.models.resnet import BasicBlock
 
-    net = ResNet(BasicBlock, list(layers), num_classes=num_classes, **kwargs)
+    net = _resnet_class()(BasicBlock, list(layers), num_classes=num_classes, **kwargs)
     net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)  # CIFAR stem: keep 32x32
     net.maxpool = nn.Identity()
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision inits convs
