@@ -704,6 +704,19 @@ def test_deploy_check_pairs_each_runs_trained_and_deployed_evaluation(tmp_path):
 Command: `gatedconv-evaluate`. Host: test host. Date: 2026-01-02. Source: collected."""
 
 
+def test_study_verdict_answers_at_deployed_cost_with_the_runs_behind_it(tmp_path):
+    """With kernel-mixing runs on both sides, the verdict's second part reads each deployed comparison, variant
+    minus control, with its run counts (SciPy: dyconv - plain +2.00, 95% CI +1.77 to +2.23, p = 1.6e-5)."""
+    accs = {"relu": (85.0, 85.1, 85.2), "constant": (83.0, 83.1, 83.2), "dyconv": (86.0, 86.1, 86.2),
+            "plain": (84.0, 84.1, 84.2)}
+    files = {"gating_study": [_study_run(v, s, a) for v, xs in accs.items() for s, a in enumerate(xs)]}
+    text = render(tmp_path, "study_verdict", files)
+    assert text.endswith(
+        "At equal deployed cost (K = 4 kernels mixed per sample, then one convolution): does it pay at about the "
+        "plain network's deployed cost? `dyconv` - `plain` +2.00 points (95% CI +1.77 to +2.23, p = 0.00, 3 / 3 "
+        "runs; it helps). Details: [docs/research.md](docs/research.md#does-gating-pay).")
+
+
 def test_study_calibration_reads_the_latency_calibration_too(tmp_path):
     """The latency match of plain_deployed gets its own sentence, from its own record kind."""
     files = {"gating_study": [rec("plain_deployed calibration", kind="latency_calibration", widths=[32, 64, 128, 256, 512],

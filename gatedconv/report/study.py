@@ -183,7 +183,7 @@ def _deployed_verdict(runs: List[dict]) -> str:
         k = c["comparison"]
         word = ("no measurable difference" if k.p >= 0.05 else "it helps" if k.diff > 0 else "it hurts")
         parts.append(f"{c['question']} `{c['variant']}` - `{c['against']}` {k.diff:+.2f} points (95% CI "
-                     f"{k.low:+.2f} to {k.high:+.2f}, p = {k.p:.2f}; {word})")
+                     f"{k.low:+.2f} to {k.high:+.2f}, p = {k.p:.2f}, {k.n_a} / {k.n_b} runs; {word})")
     return "At equal deployed cost (K = 4 kernels mixed per sample, then one convolution): " + "; ".join(parts) + "."
 
 
