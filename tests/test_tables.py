@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List
 
+import pytest
+
 from gatedconv import report
 
 BASE = {"command": "python scripts/x.py", "host": "test host", "date": "2026-01-02", "carried_over": False}
@@ -345,6 +347,13 @@ def test_speedrun_ingredients_differences_against_the_same_seed(tmp_path):
 Host: test host. Date: 2026-01-02. Source: collected."""
 
 
+def test_speedrun_ingredients_without_the_aggregate_names_what_is_missing(tmp_path):
+    """A recipe recorded without its aggregate record is a one-line ReportError naming it, not a StopIteration."""
+    files = {"speedrun": [rec("speedrun_1100", seed=0, acc_tta_pct=94.0, acc_pct=93.5)]}
+    with pytest.raises(report.ReportError, match="no aggregate record of speedrun_1100"):
+        render(tmp_path, "speedrun_ingredients", files)
+
+
 @renders("speedrun_frontier")
 def test_speedrun_frontier_time_ratio_to_the_reference_and_the_94_line(tmp_path):
     """Time against the named reference's mean time (600 / 400 s = 1.50x), 1.00x for airbench94 itself, '-'
@@ -510,9 +519,9 @@ accuracy - reference (95% CI), Welch p | command |
 | --- | ---: | ---: | --- | ---: | ---: | --- | --- |
 | `muon_gated` | 0, 1 | 1,200 | mean 93.70% +- 0.14 over 2 seeds, 1215.0 s per run | 93.20 ± 0.14% | 1.50x | \
 -0.40 (-1.01 to +0.21), p = 0.106 | `{cmd.format("S", "gated")}` |
-| `muon_plain` | 0, 1 | 1,000 | mean 94.10% +- 0.14 over 2 seeds, 810.0 s per run | 93.60 ± 0.14% | 1.00x | – | \
+| `muon_plain` | 0, 1 | 1,000 | mean 94.10% +- 0.14 over 2 seeds, 810.0 s per run | 93.60 ± 0.14% | 1.00x | - | \
 `{cmd.format("S", "plain")}` |
-| `muon_single` | 0 | 1,200 | mean 93.00% +- 0.00 over 1 seeds, 900.0 s per run | - | 1.11x | – | \
+| `muon_single` | 0 | 1,200 | 93.00% (1 seed), 900.0 s per run | - | 1.11x | - | \
 `{cmd.format(0, "single")}` |
 
 Host: test host. Date: 2026-01-02. Source: collected."""
@@ -530,7 +539,7 @@ def _study_run(variant: str, seed: int, acc: float, **fields) -> dict:
 @renders("study")
 def test_study_variants_in_study_order_with_costs_flops_and_accuracy(tmp_path):
     """Variants in the study's order (not the file's), the 30-epoch runs only; the step cost is the mean over
-    the sittings (0.9 and 0.96: 0.93), '–' where none was timed; mean ± sample std of time and accuracy."""
+    the sittings (0.9 and 0.96: 0.93), '-' where none was timed; mean ± sample std of time and accuracy."""
     sitting = dict(kind="step_costs", rounds=5, steps=10, command="gatedconv-study --step-costs")
     files = {"gating_study": [
         _study_run("constant", 0, 84.0, train_flops=2.0e15, s_per_epoch=45.0),
@@ -548,11 +557,11 @@ def test_study_variants_in_study_order_with_costs_flops_and_accuracy(tmp_path):
 | variant | what | seeds | parameters (trained / deployed) | training PFLOPs | step cost (x relu) | s per epoch | \
 inference MFLOPs | deployed latency b1 (x plain) | b128 (x plain) | test accuracy (mean ± std) |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-| `relu` | ReLU gate (the package default, the original gate) | 0, 1 | 1,247,922 / – | 2.500 | 1.00 | 51.0 ± 1.4 | \
-– | – | – | 85.30 ± 0.42% |
-| `softmax` | softmax gate over the 3 paths | 0 | 1,247,925 / – | 2.500 | – | 55.0 | – | – | – | 84.90% |
-| `constant` | constant gate: every path 1/3, no gating (same paths) | 0, 1 | 1,247,922 / – | 2.050 | 0.93 | 46.0 ± 1.4 | \
-– | – | – | 84.20 ± 0.28% |
+| `relu` | ReLU gate (the package default, the original gate) | 0, 1 | 1,247,922 / - | 2.500 | 1.00 | 51.0 ± 1.4 | \
+- | - | - | 85.30 ± 0.42% |
+| `softmax` | softmax gate over the 3 paths | 0 | 1,247,925 / - | 2.500 | - | 55.0 | - | - | - | 84.90% |
+| `constant` | constant gate: every path 1/3, no gating (same paths) | 0, 1 | 1,247,922 / - | 2.050 | 0.93 | 46.0 ± 1.4 | \
+- | - | - | 84.20 ± 0.28% |
 
 Command: `{STUDY}`. Host: test host. Date: 2026-01-02. Source: collected."""
 
@@ -578,10 +587,10 @@ def test_study_and_bench_infer_read_the_newest_deployed_costs(tmp_path):
 | variant | what | seeds | parameters (trained / deployed) | training PFLOPs | step cost (x relu) | s per epoch | \
 inference MFLOPs | deployed latency b1 (x plain) | b128 (x plain) | test accuracy (mean ± std) |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-| `plain` | one 3x3 path per block (a plain CNN) at the same widths | 0 | 462,210 / 461,962 | 2.500 | – | 50.0 | \
+| `plain` | one 3x3 path per block (a plain CNN) at the same widths | 0 | 462,210 / 461,962 | 2.500 | - | 50.0 | \
 10.5 | 1.00 | 1.00 | 84.00% |
 | `dyconv` | Dynamic Convolution: 4 kernels mixed per sample, softmax attention with a hidden layer (C/4), \
-temperature annealed 30 -> 1 over the first tenth of training | 0 | 1,645,578 / 1,645,578 | 2.500 | – | 50.0 | 13.6 | \
+temperature annealed 30 -> 1 over the first tenth of training | 0 | 1,645,578 / 1,645,578 | 2.500 | - | 50.0 | 13.6 | \
 1.80 | 1.77 | 86.00% |
 
 Command: `{STUDY}`. Host: test host. Date: 2026-01-02. Source: collected.
@@ -624,7 +633,7 @@ no measurable difference at this budget |"""
 
 @renders("study_costs")
 def test_study_costs_one_row_per_sitting(tmp_path):
-    """Each sitting's milliseconds and ratio per variant ('–' where it did not time one), rounds x steps."""
+    """Each sitting's milliseconds and ratio per variant ('-' where it did not time one), rounds x steps."""
     sitting = dict(kind="step_costs", command="gatedconv-study --step-costs")
     files = {"gating_study": [
         rec("step costs", ratio={"relu": 1.0, "constant": 0.9}, ms_per_step={"relu": 120.0, "constant": 108.04},
@@ -635,8 +644,8 @@ def test_study_costs_one_row_per_sitting(tmp_path):
     assert render(tmp_path, "study_costs", files) == """\
 | `relu` | `constant` | `plain_matched` | rounds x steps | date |
 | ---: | ---: | ---: | ---: | --- |
-| 120.0 ms (1.000x) | 108.0 ms (0.900x) | – | 5 x 10 | 2026-01-01 |
-| 118.2 ms (1.000x) | – | 120.6 ms (1.020x) | 3 x 20 | 2026-01-02 |
+| 120.0 ms (1.000x) | 108.0 ms (0.900x) | - | 5 x 10 | 2026-01-01 |
+| 118.2 ms (1.000x) | - | 120.6 ms (1.020x) | 3 x 20 | 2026-01-02 |
 
 Command: `gatedconv-study --step-costs`. Host: test host. Source: collected."""
 
@@ -702,6 +711,24 @@ def test_deploy_check_pairs_each_runs_trained_and_deployed_evaluation(tmp_path):
 | `runs/a` | 86.00% (8,600/10,000) | 85.99% (8,599/10,000) | -1 |
 
 Command: `gatedconv-evaluate`. Host: test host. Date: 2026-01-02. Source: collected."""
+
+
+@renders("convert_example")
+def test_convert_example_lists_each_run_with_its_own_command(tmp_path):
+    """One row per recorded run in file order; the runs' commands differ, so each row names its own."""
+    files = {"convert_example": [
+        rec("tv_resnet18", kind="train", epochs=2, params=11173962, acc_pct=71.234, img_per_s=95.4, train_s=1090.0,
+            command="gatedconv-train -m tv_resnet18"),
+        rec("tv_resnet18 converted", kind="train", epochs=2, params=44144010, acc_pct=70.5, img_per_s=25.04,
+            train_s=3993.0, command="gatedconv-train -m tv_resnet18 --model-kwargs x"),
+    ]}
+    assert render(tmp_path, "convert_example", files) == """\
+| run | epochs | params | test acc (fp32, weight average) | training img/s | training time | command |
+| --- | ---: | ---: | ---: | ---: | ---: | --- |
+| tv_resnet18 | 2 | 11,173,962 | 71.23% | 95 | 18.2 min | `gatedconv-train -m tv_resnet18` |
+| tv_resnet18 converted | 2 | 44,144,010 | 70.50% | 25 | 66.5 min | `gatedconv-train -m tv_resnet18 --model-kwargs x` |
+
+Host: test host. Date: 2026-01-02. Source: collected."""
 
 
 def test_study_verdict_answers_at_deployed_cost_with_the_runs_behind_it(tmp_path):

@@ -20,7 +20,7 @@ and the Agg canvas (no pyplot, no global backend).
 
 The package, by topic: ``core`` (results files, statistics, Markdown, figure setup, ``collect``), one module per
 topic holding its tables, its figures and its own ``TABLES`` and ``FIGURES`` (``runs``, ``leaderboard``,
-``speedrun``, ``bench``, ``study``), ``markers`` (the documents' blocks: every topic's ``TABLES`` and ``FIGURES``
+``speedrun``, ``bench``, ``study``, ``deploy``, ``convert``), ``markers`` (the documents' blocks: every topic's ``TABLES`` and ``FIGURES``
 together, ``render``, ``check``, ``write``, ``draw_figures``) and ``command`` (``main``). A new table is a function
 and an entry in its topic's ``TABLES``. Every name is re-exported here.
 """
@@ -30,9 +30,11 @@ from ..summary import dump_results
 from .bench import (table_bench_block, table_bench_fast, table_bench_gemm, table_bench_loop, table_bench_malloc,
                     table_bench_step)
 from .command import build_parser, main
+from .convert import table_convert_example
 from .core import (FIGURES_DIR, REQUIRED_FIELDS, RESULTS_DIR, ReportError, Results, Stat, code, collect, commands,
                    fmt_minutes, fmt_seconds, fmt_stat, fmt_value, generic_command, load_results, md_table, num,
                    provenance_table, stat, value_stat)
+from .deploy import table_deploy_check
 from .leaderboard import (figure_ablation, figure_leaderboard_params, figure_leaderboard_time, table_ablation,
                           table_gates, table_gates_per_class, table_leaderboard, table_leaderboard_small3)
 from .markers import _BLOCK as _BLOCK  # the marker pattern (tests read the documents' blocks with it)
@@ -64,4 +66,5 @@ __all__ = [
     "table_bench_step",
     "STUDY_COMMAND", "STUDY_EPOCHS", "STUDY_FILE", "figure_study", "study_verdict", "table_study",
     "table_study_calibration", "table_study_comparisons", "table_study_costs",
+    "table_deploy_check", "table_convert_example",
 ]

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Callable, Dict, List
 
-from . import bench, deploy, leaderboard, runs, speedrun, study
+from . import bench, convert, deploy, leaderboard, runs, speedrun, study
 from .core import FIGURES_DIR, ReportError, Results, load_results, _rel
 
 
@@ -19,6 +19,7 @@ _CLOSE = re.compile(rf"<!-- /report:({_NAME}) -->")
 # the generators of every topic, by the name a marker or figures/ file gives them
 TABLES: Dict[str, Callable[[Results], str]] = {
     **runs.TABLES, **leaderboard.TABLES, **speedrun.TABLES, **bench.TABLES, **study.TABLES, **deploy.TABLES,
+    **convert.TABLES,
 }
 FIGURES: Dict[str, Callable[[Results, Path], Path]] = {**leaderboard.FIGURES, **speedrun.FIGURES, **study.FIGURES}
 

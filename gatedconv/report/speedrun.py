@@ -4,9 +4,9 @@ accuracy-against-time figure."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
-from .core import (Results, code, fmt_seconds, fmt_stat, fmt_value, provenance_table, stat, value_stat, _new_figure,
+from .core import (RESULTS_DIR, ReportError, Results, code, fmt_seconds, fmt_stat, fmt_value, provenance_table, stat, value_stat, _new_figure,
                    _save, _seeds)
 
 
@@ -79,9 +79,18 @@ def _delta(a: Optional[float], b: Optional[float]) -> str:
     return "-" if a is None or b is None else f"{a - b:+.2f}"
 
 
+def _one(records: List[dict], what: str, where: Callable[[dict], bool]) -> dict:
+    """The first of ``records`` that ``where`` accepts; a ReportError naming ``what`` if there is none."""
+    for r in records:
+        if where(r):
+            return r
+    raise ReportError(f"{RESULTS_DIR}/speedrun.json has no {what}")
+
+
 def table_speedrun_ingredients(R: Results) -> str:
-    base_agg = next(r for r in R.group("speedrun", "speedrun_1100") if r.get("aggregate"))
-    base = next(r for r in R.group("speedrun", "speedrun_1100") if r.get("seed") == 0 and not r.get("aggregate"))
+    recipe = R.group("speedrun", "speedrun_1100")
+    base_agg = _one(recipe, "aggregate record of speedrun_1100", lambda r: r.get("aggregate"))
+    base = _one(recipe, "seed-0 run of speedrun_1100", lambda r: r.get("seed") == 0 and not r.get("aggregate"))
     rows = [([base], ["the recipe: whitening stem, softmax gate, activation after the sum, EMA, label smoothing, TTA",
                       "(none)", f"{fmt_value(base['acc_tta_pct'], 2, '%')} ({fmt_value(base['acc_pct'], 2, '%')})",
                       "", fmt_value(base["s_per_step"], 2), fmt_value(base["peak_pct"], 1)])]
@@ -92,8 +101,8 @@ def table_speedrun_ingredients(R: Results) -> str:
     for r in R.file("speedrun"):
         if not _is_ablation(r):
             continue
-        b = next(x for x in R.group("speedrun", r["baseline"]) if x.get("seed") == r["seed"]
-                 and not x.get("aggregate"))
+        b = _one(R.group("speedrun", r["baseline"]), f"seed-{r['seed']} run of {r['baseline']}",
+                 lambda x: x.get("seed") == r["seed"] and not x.get("aggregate"))
         rows.append(([r], [r.get("what", r["name"]), code(r.get("flags")),
                            f"{fmt_value(r['acc_tta_pct'], 2, '%')} ({fmt_value(r['acc_pct'], 2, '%')})",
                            f"{_delta(r['acc_tta_pct'], b['acc_tta_pct'])} ({_delta(r['acc_pct'], b['acc_pct'])})",
@@ -152,13 +161,14 @@ def table_speedrun_muon(R: Results) -> str:
     rows = []
     for name, rs in groups.items():
         acc, t = stat(rs, "acc_tta_pct"), stat(rs, "time_s")
-        closing = f"mean {acc.mean:.2f}% +- {acc.std or 0:.2f} over {acc.n} seeds, {t.mean:.1f} s per run"
-        ratio = f"{t.mean / ref_time:.2f}x" if ref_time else "–"
+        spread = f"mean {acc.mean:.2f}% +- {acc.std:.2f} over {acc.n} seeds" if acc.n > 1 else f"{acc.mean:.2f}% (1 seed)"
+        closing = f"{spread}, {t.mean:.1f} s per run"
+        ratio = f"{t.mean / ref_time:.2f}x" if ref_time else "-"
         if ref and name != MUON_REFERENCE and len(rs) > 1 and len(ref) > 1:
             c = welch([r["acc_tta_pct"] for r in rs], [r["acc_tta_pct"] for r in ref])
             diff = f"{c.diff:+.2f} ({c.low:+.2f} to {c.high:+.2f}), p = {c.p:.3f}"
         else:
-            diff = "–"
+            diff = "-"
         rows.append((rs, [f"`{name}`", _seeds(rs), f"{rs[0]['params']:,}", closing,
                           fmt_stat(stat(rs, "acc_pct"), 2, "%"), ratio, diff]))
     return provenance_table(["run", "seeds", "parameters", "closing line (accuracy with TTA)", "without TTA",

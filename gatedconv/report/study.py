@@ -43,7 +43,7 @@ def _deployed(R: Results) -> dict:
 def _deployed_cells(infer: dict, name: str) -> tuple:
     """Deployed parameters, inference MFLOPs per image and fp32 latency at batch 1 and 128 (x plain's)."""
     def get(key: str, fmt: str) -> str:
-        return format(infer[key], fmt) if key in infer else "–"
+        return format(infer[key], fmt) if key in infer else "-"
     return (get(f"{name}_params", ","), get(f"{name}_mflops", ".1f"), get(f"{name}_fp32_b1_x", ".2f"),
             get(f"{name}_fp32_b128_x", ".2f"))
 
@@ -57,7 +57,7 @@ def table_study(R: Results) -> str:
     costs, infer, rows = _step_costs(R), _deployed(R), []
     for name, recs in by_variant(runs).items():
         flops = stat(recs, "train_flops")
-        cost = f"{costs[name]:.2f}" if name in costs else "–"
+        cost = f"{costs[name]:.2f}" if name in costs else "-"
         params, mflops, b1, b128 = _deployed_cells(infer, name)
         rows.append((recs, (f"`{name}`", VARIANTS[name].description, _seeds(recs),
                             f"{recs[0]['params']:,} / {params}", num(flops.mean / 1e15, 3), cost,
@@ -78,7 +78,7 @@ def table_study_costs(R: Results) -> str:
     if not recs:
         return f"No step costs recorded yet: {code('gatedconv-study --step-costs')} measures them."
     names = list(dict.fromkeys(n for r in recs for n in r["ratio"]))
-    rows = [([r], [f"{r['ms_per_step'][n]:.1f} ms ({r['ratio'][n]:.3f}x)" if n in r["ratio"] else "–"
+    rows = [([r], [f"{r['ms_per_step'][n]:.1f} ms ({r['ratio'][n]:.3f}x)" if n in r["ratio"] else "-"
                    for n in names] + [f"{r['rounds']} x {r['steps']}"]) for r in recs]
     return provenance_table([f"`{n}`" for n in names] + ["rounds x steps"], rows, "r" * (len(names) + 1))
 
