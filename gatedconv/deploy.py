@@ -6,15 +6,21 @@ then fold every eval-mode BatchNorm that directly follows a convolution into it.
 * one-path blocks whose gate is identically 1 and constant-gate ``after_sum`` blocks -> one ``Conv2d``;
 * input-gated ``after_sum`` blocks -> ``DynamicConv2d`` (K kernels mixed per sample, one convolution);
 * ``per_path`` blocks stay as they are (P convolutions: the activation sits between each and the sum);
-* ``Conv2d -> BatchNorm2d`` next to each other in an ``nn.Sequential`` -> one ``Conv2d`` (likewise a
-  ``DynamicConv2d`` without activation). BatchNorms reached only through a custom ``forward`` are left alone.
+* an eval-mode ``BatchNorm2d`` whose only input is the output of a ``Conv2d`` used nowhere else -> folded into
+  that ``Conv2d`` (likewise a ``DynamicConv2d`` without activation), the BatchNorm replaced by ``nn.Identity``.
+  The pairs are found in the graph ``torch.fx`` traces from the model's ``forward`` (gated and dynamic blocks as
+  leaves), so BatchNorms reached through a custom ``forward`` (torchvision's ResNet blocks) fold too; a model
+  whose ``forward`` fx cannot trace (control flow on tensor values) gets the pairs next to each other in an
+  ``nn.Sequential`` only.
 """
 from __future__ import annotations
 
 import copy
+from collections import Counter
+from typing import List, Tuple
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from .dynamic import DynamicConv2d, _bn_affine
 from .layers import GatedConv2d
@@ -58,17 +64,57 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
+class _BlockLeafTracer(fx.Tracer):
+    """Traces a model's ``forward`` with the gated and dynamic blocks as single calls (their own forward picks
+    a form from the input's shape, which a symbolic trace cannot see)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (GatedConv2d, DynamicConv2d)) or super().is_leaf_module(m, qualname)
+
+
+def _traced_pairs(model: nn.Module) -> List[Tuple[str, str]]:
+    """(convolution, BatchNorm) module names where the BatchNorm's only input is the convolution's output, each
+    called once and the convolution's output used by nothing else."""
+    graph = _BlockLeafTracer().trace(model)
+    calls = [n for n in graph.nodes if n.op == "call_module"]
+    times = Counter(n.target for n in calls)
+    pairs = []
+    for node in calls:
+        src = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+                and times[node.target] == 1 and times[src.target] == 1):
+            pairs.append((src.target, node.target))
+    return pairs
+
+
+def _sequential_pairs(model: nn.Module) -> List[Tuple[str, str]]:
+    """(convolution, BatchNorm) module names next to each other in an ``nn.Sequential``."""
+    pairs = []
+    for prefix, seq in model.named_modules():
+        if isinstance(seq, nn.Sequential):
+            names = [f"{prefix}.{n}" if prefix else n for n in seq._modules]
+            pairs += list(zip(names, names[1:]))
+    return pairs
+
+
 def _fold_batchnorms(model: nn.Module) -> None:
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for first, second in zip(names, names[1:]):
-            conv, bn = seq._modules[first], seq._modules[second]
-            if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or bn.running_mean is None:
-                continue
-            if isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros":
-                seq._modules[first] = fold_conv_bn(conv, bn)
-            elif isinstance(conv, DynamicConv2d) and isinstance(conv.act, nn.Identity):
-                conv.fold_batchnorm(bn)
-            else:
-                continue
-            seq._modules[second] = nn.Identity()
+    try:
+        pairs = _traced_pairs(model)
+    except Exception:  # fx raises many kinds (TraceError, TypeError, ...) for a forward it cannot trace
+        pairs = _sequential_pairs(model)
+    for conv_name, bn_name in pairs:
+        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
+        if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or bn.running_mean is None:
+            continue
+        if type(conv) is nn.Conv2d and conv.padding_mode == "zeros":
+            _set_submodule(model, conv_name, fold_conv_bn(conv, bn))
+        elif isinstance(conv, DynamicConv2d) and isinstance(conv.act, nn.Identity):
+            conv.fold_batchnorm(bn)
+        else:
+            continue
+        _set_submodule(model, bn_name, nn.Identity())
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)

@@ -117,6 +117,66 @@ def test_fold_conv_bn_and_unfoldable_pairs():
     assert isinstance(deployed[2], nn.BatchNorm2d)
 
 
+@pytest.mark.parametrize("converted", [False, True])
+def test_batchnorms_behind_a_custom_forward_fold_too(converted):
+    """torchvision's ResNet-18 calls its BatchNorms from its blocks' own forward: every one follows a convolution
+    whose output nothing else reads, so none is left after deployment (plain, and converted: there into the
+    dynamic convolutions), and the function is the same to float64 rounding."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None, num_classes=10).double()
+    if converted:
+        net, _ = gatedconv.convert(net, exclude=["conv1"], min_kernel_size=3)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            _randomize_bn(m)
+    net.eval()
+    deployed = reparameterize(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    assert isinstance(deployed.layer1[0].conv1, DynamicConv2d if converted else nn.Conv2d)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.allclose(deployed(x), net(x), atol=1e-9)
+
+
+class _Branching(nn.Module):
+    """conv -> bn, and the conv's output read a second time: the fold would change that second reader."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+class _Untraceable(nn.Module):
+    """A forward with control flow on a tensor's value (fx cannot trace it) around a Sequential conv -> bn."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3))
+
+    def forward(self, x):
+        return self.body(x) if x.sum() > 0 else -self.body(x)
+
+
+@pytest.mark.parametrize("model, folded", [(_Branching, False), (_Untraceable, True)])
+def test_batchnorm_fold_only_where_the_function_stays(model, folded):
+    """A convolution whose output has a second reader keeps its BatchNorm; a forward fx cannot trace still gets
+    its Sequential pairs folded. Both compute the same function deployed."""
+    torch.manual_seed(0)
+    net = model().double()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            _randomize_bn(m)
+    net.eval()
+    deployed = reparameterize(net)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules()) is not folded
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert torch.allclose(deployed(x), net(x), atol=1e-10)
+
+
 @pytest.mark.parametrize("variant", ["relu", "plain", "fixed_mix", "dyconv", "condconv"])
 def test_study_networks_deploy_to_their_deployed_cost(variant):
     """The study's networks: plain and the constant-mix control become plain convolutions, the input-gated mixes
