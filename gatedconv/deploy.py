@@ -36,19 +36,25 @@ def reparameterize(model: nn.Module) -> nn.Module:
     """A deployed copy of ``model`` in eval mode (see the module docstring); a model without gated blocks or
     foldable BatchNorms comes back as an equal copy."""
     deployed = copy.deepcopy(model).eval()
+    if isinstance(deployed, GatedConv2d):  # the model is one block
+        return _fused(deployed, type(model).__name__).eval()
     _fuse_blocks(deployed, "")
     _fold_batchnorms(deployed)
     return deployed
+
+
+def _fused(block: GatedConv2d, path: str) -> nn.Module:
+    if type(block).forward is not GatedConv2d.forward:
+        raise DeployError(f"cannot deploy {path} ({type(block).__name__}): it overrides GatedConv2d.forward, "
+                          "so its fused form would not compute the same function")
+    return block.reparameterize()
 
 
 def _fuse_blocks(parent: nn.Module, prefix: str) -> None:
     for name, child in list(parent.named_children()):
         path = f"{prefix}.{name}" if prefix else name
         if isinstance(child, GatedConv2d):
-            if type(child).forward is not GatedConv2d.forward:
-                raise DeployError(f"cannot deploy {path} ({type(child).__name__}): it overrides GatedConv2d.forward, "
-                                  "so its fused form would not compute the same function")
-            setattr(parent, name, child.reparameterize())
+            setattr(parent, name, _fused(child, path))
         else:
             _fuse_blocks(child, path)
 
@@ -106,7 +112,7 @@ def _fold_batchnorms(model: nn.Module) -> None:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or bn.running_mean is None:
             continue
-        if type(conv) is nn.Conv2d and conv.padding_mode == "zeros":
+        if type(conv) is nn.Conv2d:  # exact for any padding mode: the BatchNorm acts on the output
             _set_submodule(model, conv_name, fold_conv_bn(conv, bn))
         elif isinstance(conv, DynamicConv2d) and isinstance(conv.act, nn.Identity):
             conv.fold_batchnorm(bn)

@@ -45,9 +45,14 @@ def inference_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 32, 32
     from torch.utils.flop_counter import FlopCounterMode
 
     p = next(model.parameters())
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(torch.randn(*input_shape, device=p.device, dtype=p.dtype))
+    training = model.training
+    model.eval()  # a training-mode forward would also move the BatchNorms' running statistics
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(torch.randn(*input_shape, device=p.device, dtype=p.dtype))
+    finally:
+        model.train(training)
     return int(counter.get_total_flops())
 
 

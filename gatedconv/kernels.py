@@ -89,7 +89,8 @@ DENSE_MAX_PIXELS = 4
 # ------------------------------------------------------------------------------------------------------------
 
 def auto_impl(block: nn.Module, x: torch.Tensor) -> str:
-    """The form ``impl="auto"`` uses for ``block`` on input ``x`` (decided from shapes, dtype and layout only)."""
+    """The form ``impl="auto"`` uses for ``block`` on input ``x``, decided from the block's geometry, the input's
+    shape, dtype (or autocast dtype), device and layout, and whether a backward follows (grad mode)."""
     if block.num_paths == 1:
         return "reference"
     if block.activation == "after_sum" and block.gate.gate == "constant":
@@ -126,9 +127,9 @@ def unsupported_forms(block: nn.Module) -> dict[str, str]:
     kh, kw = block.kernel_size
     if block.stride != (1, 1):
         out["dense"] = f"it needs stride 1, got stride={block.stride}"
-    elif not (kh == kw and block.padding == (kh // 2, kw // 2) and block.dilation == (1, 1) and block.groups == 1
-              and block.padding_mode == "zeros"):
-        out["dense"] = ("it needs a square kernel with k // 2 zero padding, no dilation and groups=1, got "
+    elif not (kh == kw and kh % 2 == 1 and block.padding == (kh // 2, kw // 2) and block.dilation == (1, 1)
+              and block.groups == 1 and block.padding_mode == "zeros"):
+        out["dense"] = ("it needs a square odd kernel with k // 2 zero padding, no dilation and groups=1, got "
                         f"kernel_size={block.kernel_size}, padding={block.padding}, dilation={block.dilation}, "
                         f"groups={block.groups}, padding_mode={block.padding_mode!r}")
     return out

@@ -12,7 +12,9 @@ launcher in three steps, with ``train`` its train-or-reuse function (``gatedconv
    here (the grid as it always ran); the submitit launcher reuses what its job finished and returns None for a
    cell whose job failed (it never trains here).
 3. ``finish()`` after the walk: the submitit launcher raises :class:`LaunchError` naming every failed run and
-   its log, so the command records what finished and then exits non-zero.
+   its log, and the command exits non-zero. The finished runs' directories are kept either way; the study has
+   recorded each of them in its results file by then, while the leaderboard and the ablation write their tables
+   only once every run has finished (the same command run again resubmits the failed ones, then writes them).
 
 Finished runs (``final.json``) are never submitted, so the same command run again submits only what is missing
 (what failed, timed out or was never run) and records the rest; with the local launcher it records finished

@@ -15,8 +15,8 @@ The block takes ``nn.Conv2d``'s arguments (kernel size, stride, padding, dilatio
 it can stand in for a convolution; ``gatedconv.convert`` puts it in place of the convolutions of a whole model.
 
 This file is the definition: ``impl="reference"`` computes the formula as written, one ``Conv2d`` per path.
-Faster forms of the same function (``"fused"``, ``"gemm"``, ``"dense"``, ``"stacked"``, ``"condconv"``), the
-compiled gated sum and the rule ``impl="auto"`` follows live in ``gatedconv.kernels``.
+Faster forms of the same function (``"fused"``, ``"gemm"``, ``"dense"``, ``"stacked"``, ``"condconv"``,
+``"mixed"``, ``"mixed_gemm"``), the compiled gated sum and the rule ``impl="auto"`` follows live in ``gatedconv.kernels``.
 """
 from __future__ import annotations
 
@@ -300,8 +300,11 @@ class GatedConv2d(nn.Module):
         """The implementation the block uses for input ``x``: ``impl``, or for ``"auto"`` the measured choice."""
         if self.impl == "auto":
             return kernels.auto_impl(self, x)
-        if self.impl in self.unsupported_impls:  # set after construction (which refuses it)
+        # impl set after construction (which refuses both of these)
+        if self.impl in self.unsupported_impls:
             raise ValueError(f"impl={self.impl!r} cannot compute this block: {self.unsupported_impls[self.impl]}")
+        if self.impl in kernels.AFTER_SUM_ONLY and self.activation != "after_sum":
+            raise ValueError(f"impl={self.impl!r} needs activation='after_sum', got {self.activation!r}")
         return self.impl
 
     def _check_input(self, x: torch.Tensor) -> None:

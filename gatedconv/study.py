@@ -74,7 +74,7 @@ REFERENCE = "relu"
 TRAINING_VARIANTS = ("relu", "softmax", "constant", "softmax_anneal", "plain", "plain_matched")
 # ... and at equal deployed cost about kernel mixing: (variant, against, the question the comparison answers)
 DEPLOYED_PAIRS = (
-    ("dyconv", "plain", "does it pay at about the plain network's deployed cost?"),
+    ("dyconv", "plain", "does it pay over the plain network of the same widths?"),
     ("dyconv", "plain_deployed", "does it pay at equal deployed latency?"),
     ("dyconv", "fixed_mix", "is it the input dependence?"),
     ("fixed_mix", "plain", "is it the over-parameterisation?"),

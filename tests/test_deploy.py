@@ -177,6 +177,34 @@ def test_batchnorm_fold_only_where_the_function_stays(model, folded):
     assert torch.allclose(deployed(x), net(x), atol=1e-10)
 
 
+def test_a_single_block_deploys_as_the_model_itself():
+    """reparameterize(block): the block's own deployed form (one convolution for a constant-gate mix), not a copy
+    of the block; a reflect-padded convolution's BatchNorm folds too (it acts on the output)."""
+    torch.manual_seed(0)
+    block = GatedConv2d(4, 6, num_paths=4, gate="constant", activation="after_sum", padding_mode="reflect").double()
+    deployed = reparameterize(block)
+    assert not any(isinstance(m, GatedConv2d) for m in deployed.modules()) and not deployed.training
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    assert torch.allclose(deployed(x), block(x), atol=1e-12)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.BatchNorm2d(4)).double()
+    _randomize_bn(net[1])
+    net.eval()
+    folded = reparameterize(net)
+    assert isinstance(folded[1], nn.Identity)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    assert torch.allclose(folded(x), net(x), atol=1e-12)
+
+
+def test_inference_flops_leaves_a_training_model_as_it_was():
+    """Counting runs an eval-mode forward: the BatchNorm statistics do not move and the mode comes back."""
+    from gatedconv.flops import inference_flops
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    before = copy.deepcopy(net.state_dict())
+    assert inference_flops(net, (1, 3, 6, 6)) == 2 * 4 * 27 * 16
+    assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
 @pytest.mark.parametrize("variant", ["relu", "plain", "fixed_mix", "dyconv", "condconv"])
 def test_study_networks_deploy_to_their_deployed_cost(variant):
     """The study's networks: plain and the constant-mix control become plain convolutions, the input-gated mixes

@@ -298,6 +298,28 @@ def test_dense_form_in_bf16_autocast_close_to_reference():
     assert (y_dense - y_ref).abs().max() < 0.05 * y_ref.abs().max()
 
 
+def test_dense_form_needs_an_odd_kernel():
+    """An even kernel with k // 2 padding grows the map by one: the dense form (a "same" convolution) cannot
+    compute it, so it is refused and auto does not pick it where it would otherwise (bf16 channels-last, 1x1 map)."""
+    with pytest.raises(ValueError, match=r"^impl='dense' cannot compute this block: it needs a square odd kernel"):
+        GatedConv2d(4, 4, kernel_size=2, padding=1, num_paths=2, impl="dense")
+    m = GatedConv2d(4, 4, kernel_size=2, padding=1, num_paths=2).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 4, 1, 1).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.choose_impl(x) != "dense"
+        assert m(x).shape == (2, 4, 2, 2)
+
+
+def test_mixing_form_set_after_construction_needs_after_sum():
+    """A per_path block given a form that mixes before the activation would compute the after_sum function:
+    refused when it runs, as at construction."""
+    m = GatedConv2d(4, 4, num_paths=2, gate="softmax")
+    for impl in kernels.AFTER_SUM_ONLY:
+        m.impl = impl
+        with pytest.raises(ValueError, match=rf"^impl='{impl}' needs activation='after_sum'"):
+            m(torch.randn(1, 4, 5, 5))
+
+
 def test_dense_form_needs_stride_one():
     """Refused in one line at construction, when set afterwards, and when the form is called directly."""
     with pytest.raises(ValueError, match=r"^impl='dense' cannot compute this block: it needs stride 1") as e:

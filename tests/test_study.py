@@ -12,7 +12,7 @@ import pytest
 from gatedconv import report, stats
 from gatedconv.layers import Gate
 from gatedconv.run import RunConfig, RunError, run_training
-from gatedconv.study import VARIANTS, StudyError, comparisons, deployed_comparisons, study_configs
+from gatedconv.study import VARIANTS, StudyError, comparisons, deployed_comparisons, study_configs, variant_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--batch-size", "20", "--eval-batch-size", "50", "--precision", "fp32", "--compile", "off", "--quiet"]
@@ -119,6 +119,25 @@ def test_study_command_records_reuses_and_compares(tiny_cifar, tmp_path, capsys)
     assert [c["variant"] for c in comparisons(records)] == ["constant"]
 
 
+def test_study_command_prints_the_deployed_comparisons_too(tiny_cifar, tmp_path, capsys):
+    """Every run recorded: nothing trains, and the closing lines answer the deployed-cost question as well."""
+    from gatedconv.cli.study import main
+    from gatedconv.report import dump_results
+
+    results = tmp_path / "study.json"
+    rec = {"kind": "train", "command": "gatedconv-study", "host": "h", "date": "2026-01-01", "carried_over": False,
+           "epochs": 1, "batch_size": 20, "first_1000": False}
+    accs = {"dyconv": (30.0, 31.0), "plain": (20.0, 21.0)}
+    results.write_text(dump_results({"about": "x", "records": [
+        dict(rec, name=v, variant=v, seed=s, model_kwargs=variant_kwargs(v), acc_pct=a) for v, xs in accs.items()
+        for s, a in enumerate(xs)]}))
+    assert main(["--variants", "dyconv,plain", "--epochs", "1", "--seeds", "0,1", "--data-dir", str(tiny_cifar),
+                 "--out", str(tmp_path / "runs"), "--results", str(results), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert out.count("nothing to train") == 4
+    assert "does it pay over the plain network of the same widths? dyconv - plain: +10.00 points" in out
+
+
 def test_study_report_tables_render(tmp_path):
     root = tmp_path / "repo"
     shutil.copytree(ROOT / "results", root / "results")
@@ -198,7 +217,7 @@ def test_deployed_comparisons_answer_their_questions_with_welch():
     out = deployed_comparisons(records)
     assert [(c["variant"], c["against"]) for c in out] == [("dyconv", "plain"), ("dyconv", "fixed_mix"),
                                                            ("fixed_mix", "plain")]
-    assert [c["question"] for c in out] == ["does it pay at about the plain network's deployed cost?",
+    assert [c["question"] for c in out] == ["does it pay over the plain network of the same widths?",
                                             "is it the input dependence?", "is it the over-parameterisation?"]
     first = out[0]["comparison"]
     assert first.diff == pytest.approx(81.0 - 78.5)  # variant minus control, not the reverse

@@ -612,6 +612,16 @@ multiplies, i.e. the kernel mixing and the head / everything else): batch 1: pla
 other 0.080 ms, dyconv 0.200 / 0.150 / 0.200 ms."""
 
 
+def test_bench_infer_shows_a_figure_the_record_lacks_as_a_dash(tmp_path):
+    """A partial record (no MFLOPs, no batch-128 figures for dyconv) renders with '-' in their cells."""
+    partial = rec("bench_infer", **INFER, plain_params=10, plain_mflops=1.0, plain_fp32_b1_ms=0.3, plain_fp32_b1_x=1.0,
+                  plain_fp32_b128_img_s=100, plain_fp32_b128_x=1.0, dyconv_params=20, dyconv_fp32_b1_ms=0.6,
+                  dyconv_fp32_b1_x=2.0)
+    assert render(tmp_path, "bench_infer", {"bench_infer": [partial]}).splitlines()[2:4] == [
+        "| `plain` | 10 | 1.0 | 0.300 ms (1.00x) | 100 (1.00x) |",
+        "| `dyconv` | 20 | - | 0.600 ms (2.00x) | - (-x) |"]
+
+
 @renders("study_deployed")
 def test_study_deployed_comparisons_with_their_questions(tmp_path):
     """The deployed-cost pairs in their fixed order, variant minus control (SciPy: dyconv - plain +2.00, 95% CI
@@ -623,7 +633,7 @@ def test_study_deployed_comparisons_with_their_questions(tmp_path):
     assert render(tmp_path, "study_deployed", files) == """\
 | question | comparison | difference (points) | 95% interval | Welch p | runs | verdict |
 | --- | --- | ---: | ---: | ---: | ---: | --- |
-| does it pay at about the plain network's deployed cost? | `dyconv` - `plain` | +2.00 | +1.77 to +2.23 | 0.000 | \
+| does it pay over the plain network of the same widths? | `dyconv` - `plain` | +2.00 | +1.77 to +2.23 | 0.000 | \
 3 / 3 | helps (higher accuracy) |
 | is it the input dependence? | `dyconv` - `fixed_mix` | +1.85 | +1.36 to +2.34 | 0.002 | 3 / 3 | \
 helps (higher accuracy) |
@@ -672,9 +682,9 @@ def test_study_verdict_reads_both_comparisons_as_gating_minus_its_control(tmp_pa
     files = {"gating_study": [_study_run(v, s, a) for v, xs in accs.items() for s, a in enumerate(xs)]}
     assert render(tmp_path, "study_verdict", files) == (
         "**Input gating helps** at 30 epochs of the original recipe (at least 3 seeds per variant): the ReLU gate "
-        "against no gating (constant gate): +2.00 points (95% CI +1.77 to +2.23, p = 0.00; gating helps); the "
-        "ReLU-gated network against a plain one of equal cost: +0.07 points (95% CI -0.47 to +0.61, p = 0.70; no "
-        "measurable difference). At equal deployed cost (K = 4 kernels mixed per sample, then one convolution) "
+        "against no gating (constant gate): +2.00 points (95% CI +1.77 to +2.23, p = 0.000; gating helps); the "
+        "ReLU-gated network against a plain one of equal cost: +0.07 points (95% CI -0.47 to +0.61, p = 0.702; no "
+        "measurable difference). At deployed cost (K = 4 kernels mixed per sample, then one convolution) "
         "there is no answer yet: no run of `dyconv`, `condconv`, `fixed_mix`, `plain_deployed` recorded yet, and a "
         "comparison needs two runs on each side. Details: [docs/research.md](docs/research.md#does-gating-pay).")
 
@@ -739,8 +749,8 @@ def test_study_verdict_answers_at_deployed_cost_with_the_runs_behind_it(tmp_path
     files = {"gating_study": [_study_run(v, s, a) for v, xs in accs.items() for s, a in enumerate(xs)]}
     text = render(tmp_path, "study_verdict", files)
     assert text.endswith(
-        "At equal deployed cost (K = 4 kernels mixed per sample, then one convolution): does it pay at about the "
-        "plain network's deployed cost? `dyconv` - `plain` +2.00 points (95% CI +1.77 to +2.23, p = 0.00, 3 / 3 "
+        "At deployed cost (K = 4 kernels mixed per sample, then one convolution): does it pay over the plain "
+        "network of the same widths? `dyconv` - `plain` +2.00 points (95% CI +1.77 to +2.23, p = 0.000, 3 / 3 "
         "runs; it helps). Details: [docs/research.md](docs/research.md#does-gating-pay).")
 
 

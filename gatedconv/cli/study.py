@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from gatedconv.summary import dump_results
     from gatedconv.rundir import RunError, command_line, read_json
     from gatedconv.run import RunInterrupted
-    from gatedconv.study import StudyError, comparisons, run_study, study_configs
+    from gatedconv.study import StudyError, comparisons, deployed_comparisons, run_study, study_configs
     from gatedconv.train import NonFiniteLossError
 
     say = print
@@ -161,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     same = [r for r in records if r.get("epochs") == args.epochs and r.get("first_1000") == args.first_1000
             and r.get("batch_size") == (args.batch_size or 128)]  # only runs of this budget are compared
-    for c in comparisons(same):
+    for c in comparisons(same) + deployed_comparisons(same):  # at equal training cost, then at deployed cost
         k = c["comparison"]
-        say(f"{c['variant']} - {c['against']}: {k.diff:+.2f} points (95% CI {k.low:+.2f} to {k.high:+.2f}, "
-            f"p = {k.p:.3f}, n = {k.n_a}/{k.n_b}): {c['verdict']}")
+        say(f"{c['question'] + ' ' if c['question'] else ''}{c['variant']} - {c['against']}: {k.diff:+.2f} points "
+            f"(95% CI {k.low:+.2f} to {k.high:+.2f}, p = {k.p:.3f}, n = {k.n_a}/{k.n_b}): {c['verdict']}")
     say(f"records in {path}; tables and figures: gatedconv-report")
     return 0
 

@@ -127,21 +127,25 @@ def table_bench_infer(R: Results) -> str:
     if not recs:
         return f"No inference benchmark recorded yet: {code('python benchmarks/bench_infer.py --output DIR')}."
     r = recs[-1]
+
+    def fig(key: str, decimals: int) -> str:  # '-' for a figure the record lacks (a partial --output)
+        return num(r[key], decimals) if key in r else "-"
+
     settings = [s for s in ("fp32", "bf16") if f"plain_{s}_b1_ms" in r]
     rows = []
     for v in [v for v in VARIANTS if f"{v}_params" in r]:
-        cells = [f"`{v}`", f"{r[f'{v}_params']:,}", num(r[f"{v}_mflops"], 1)]
+        cells = [f"`{v}`", f"{r[f'{v}_params']:,}", fig(f"{v}_mflops", 1)]
         for s in settings:
-            cells += [f"{num(r[f'{v}_{s}_b1_ms'], 3)} ms ({num(r[f'{v}_{s}_b1_x'], 2)}x)",
-                      f"{num(r[f'{v}_{s}_b128_img_s'], 0)} ({num(r[f'{v}_{s}_b128_x'], 2)}x)"]
+            cells += [f"{fig(f'{v}_{s}_b1_ms', 3)} ms ({fig(f'{v}_{s}_b1_x', 2)}x)",
+                      f"{fig(f'{v}_{s}_b128_img_s', 0)} ({fig(f'{v}_{s}_b128_x', 2)}x)"]
         rows.append(([r], cells))
     header = ["deployed variant", "parameters", "MFLOPs / image"]
     for s in settings:
         header += [f"{s} latency, batch 1 (x plain)", f"{s} images/s, batch 128 (time x plain)"]
     table = provenance_table(header, rows, "l" + "r" * (len(header) - 1))
-    split = [f"batch {b}: plain conv {num(r[f'plain_b{b}_conv_ms'], 3)} / matmul {num(r[f'plain_b{b}_matmul_ms'], 3)}"
-             f" / other {num(r[f'plain_b{b}_other_ms'], 3)} ms, dyconv {num(r[f'dyconv_b{b}_conv_ms'], 3)} / "
-             f"{num(r[f'dyconv_b{b}_matmul_ms'], 3)} / {num(r[f'dyconv_b{b}_other_ms'], 3)} ms"
+    split = [f"batch {b}: plain conv {fig(f'plain_b{b}_conv_ms', 3)} / matmul {fig(f'plain_b{b}_matmul_ms', 3)}"
+             f" / other {fig(f'plain_b{b}_other_ms', 3)} ms, dyconv {fig(f'dyconv_b{b}_conv_ms', 3)} / "
+             f"{fig(f'dyconv_b{b}_matmul_ms', 3)} / {fig(f'dyconv_b{b}_other_ms', 3)} ms"
              for b in (1, 128) if f"dyconv_b{b}_conv_ms" in r]
     if split:
         table += ("\n\nWhere a deployed forward pass spends its time (fp32, profiler self time per forward: "

@@ -152,7 +152,7 @@ def study_verdict(R: Results) -> str:
         sign = -sign if v == "constant" else sign  # read as "gating minus its control"
         d, lo, hi = sign * k.diff, min(sign * k.low, sign * k.high), max(sign * k.low, sign * k.high)
         word = ("no measurable difference" if k.p >= 0.05 else "gating helps" if d > 0 else "gating hurts")
-        parts.append(f"{label}: {d:+.2f} points (95% CI {lo:+.2f} to {hi:+.2f}, p = {k.p:.2f}; {word})")
+        parts.append(f"{label}: {d:+.2f} points (95% CI {lo:+.2f} to {hi:+.2f}, p = {k.p:.3f}; {word})")
     if not parts:
         return (f"No {STUDY_EPOCHS}-epoch comparison yet: {len(runs)} run(s) of {len(n)} variant(s) recorded, and a "
                 "comparison needs two runs on each side; see [docs/research.md](docs/research.md#does-gating-pay).")
@@ -176,15 +176,15 @@ def _deployed_verdict(runs: List[dict]) -> str:
         have = [r for r in runs if r["variant"] in mixing]
         done = (f"{len(have)} run(s) of " + ", ".join(f"`{v}`" for v in mixing if any(r["variant"] == v for r in have))
                 + " recorded so far" if have else "no run of " + ", ".join(f"`{v}`" for v in mixing) + " recorded yet")
-        return ("At equal deployed cost (K = 4 kernels mixed per sample, then one convolution) there is no answer "
+        return ("At deployed cost (K = 4 kernels mixed per sample, then one convolution) there is no answer "
                 f"yet: {done}, and a comparison needs two runs on each side.")
     parts = []
     for c in comps:
         k = c["comparison"]
         word = ("no measurable difference" if k.p >= 0.05 else "it helps" if k.diff > 0 else "it hurts")
         parts.append(f"{c['question']} `{c['variant']}` - `{c['against']}` {k.diff:+.2f} points (95% CI "
-                     f"{k.low:+.2f} to {k.high:+.2f}, p = {k.p:.2f}, {k.n_a} / {k.n_b} runs; {word})")
-    return "At equal deployed cost (K = 4 kernels mixed per sample, then one convolution): " + "; ".join(parts) + "."
+                     f"{k.low:+.2f} to {k.high:+.2f}, p = {k.p:.3f}, {k.n_a} / {k.n_b} runs; {word})")
+    return "At deployed cost (K = 4 kernels mixed per sample, then one convolution): " + "; ".join(parts) + "."
 
 
 def figure_study(R: Results, path: Path) -> Path:
