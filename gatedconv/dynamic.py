@@ -147,7 +147,5 @@ def auto_impl(layer: DynamicConv2d, x: torch.Tensor) -> str:
     single sample; for a batch, the grouped convolution on large maps and output mixing on small ones."""
     if x.shape[0] == 1:
         return "conv"
-    k = layer.kernel_shape[-1]
-    h = (x.shape[2] + 2 * layer.padding - k) // layer.stride + 1
-    w = (x.shape[3] + 2 * layer.padding - k) // layer.stride + 1
+    h, w = kernels._conv_out_size(x.shape[2], x.shape[3], layer.kernel_shape[-2:], layer.stride, layer.padding)
     return "grouped" if h * w >= GROUPED_MIN_PIXELS else "output"

@@ -99,9 +99,7 @@ def auto_impl(block: nn.Module, x: torch.Tensor) -> str:
         # AMD EPYC: benchmarks/bench_block.py --model-kwargs, results/bench_block.json)
         return "mixed"
     equal = len(set(block.kernel_sizes)) == 1
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = block.kernel_size, block.stride, block.padding, block.dilation
-    h = (x.shape[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1  # the output map (nn.Conv2d's formula)
-    w = (x.shape[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    h, w = _conv_out_size(x.shape[2], x.shape[3], block.kernel_size, block.stride, block.padding, block.dilation)
     # measured (benchmarks/bench_block.py): the GEMM and dense forms win only with bf16 on channels-last CPU
     # tensors (1.6x for the network); in fp32 or NCHW the unfold costs more than it saves
     bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
