@@ -754,6 +754,20 @@ def test_study_verdict_answers_at_deployed_cost_with_the_runs_behind_it(tmp_path
         "runs; it helps). Details: [docs/research.md](docs/research.md#does-gating-pay).")
 
 
+def test_study_verdict_leads_with_equal_deployed_latency(tmp_path):
+    """With plain_deployed runs, the deployed part opens with that comparison in bold (SciPy: dyconv -
+    plain_deployed -2.00, 95% CI -2.23 to -1.77, p = 1.6e-5: it loses); the other questions follow."""
+    accs = {"relu": (85.0, 85.1, 85.2), "constant": (83.0, 83.1, 83.2), "dyconv": (86.0, 86.1, 86.2),
+            "plain": (84.0, 84.1, 84.2), "plain_deployed": (88.0, 88.1, 88.2)}
+    files = {"gating_study": [_study_run(v, s, a) for v, xs in accs.items() for s, a in enumerate(xs)]}
+    assert render(tmp_path, "study_verdict", files).endswith(
+        "**At equal deployed latency (batch 1), Dynamic Convolution loses to a plain network**: `dyconv` - "
+        "`plain_deployed` -2.00 points (95% CI -2.23 to -1.77, p = 0.000, 3 / 3 runs; it hurts). The other questions "
+        "at deployed cost (K = 4 kernels mixed per sample, then one convolution): does it pay over the plain network "
+        "of the same widths? `dyconv` - `plain` +2.00 points (95% CI +1.77 to +2.23, p = 0.000, 3 / 3 runs; it "
+        "helps). Details: [docs/research.md](docs/research.md#does-gating-pay).")
+
+
 def test_study_calibration_reads_the_latency_calibration_too(tmp_path):
     """The latency match of plain_deployed gets its own sentence, from its own record kind."""
     files = {"gating_study": [rec("plain_deployed calibration", kind="latency_calibration", widths=[32, 64, 128, 256, 512],

@@ -178,13 +178,23 @@ def _deployed_verdict(runs: List[dict]) -> str:
                 + " recorded so far" if have else "no run of " + ", ".join(f"`{v}`" for v in mixing) + " recorded yet")
         return ("At deployed cost (K = 4 kernels mixed per sample, then one convolution) there is no answer "
                 f"yet: {done}, and a comparison needs two runs on each side.")
-    parts = []
+    lead, parts = "", []
     for c in comps:
         k = c["comparison"]
         word = ("no measurable difference" if k.p >= 0.05 else "it helps" if k.diff > 0 else "it hurts")
-        parts.append(f"{c['question']} `{c['variant']}` - `{c['against']}` {k.diff:+.2f} points (95% CI "
-                     f"{k.low:+.2f} to {k.high:+.2f}, p = {k.p:.3f}, {k.n_a} / {k.n_b} runs; {word})")
-    return "At deployed cost (K = 4 kernels mixed per sample, then one convolution): " + "; ".join(parts) + "."
+        text = (f"`{c['variant']}` - `{c['against']}` {k.diff:+.2f} points (95% CI {k.low:+.2f} to {k.high:+.2f}, "
+                f"p = {k.p:.3f}, {k.n_a} / {k.n_b} runs; {word})")
+        if (c["variant"], c["against"]) == ("dyconv", "plain_deployed"):  # the question the field asks: lead with it
+            verb = ("makes no measurable difference against" if k.p >= 0.05 else "beats" if k.diff > 0
+                    else "loses to")
+            lead = (f"**At equal deployed latency (batch 1), Dynamic Convolution {verb} a plain network**: "
+                    f"{text}. ")
+        else:
+            parts.append(f"{c['question']} {text}")
+    where = "K = 4 kernels mixed per sample, then one convolution"
+    rest = ((f"The other questions at deployed cost ({where}): " if lead else f"At deployed cost ({where}): ")
+            + "; ".join(parts) + "." if parts else "")
+    return (lead + rest).strip()
 
 
 def figure_study(R: Results, path: Path) -> Path:
