@@ -131,8 +131,8 @@ class GatedConv2d(nn.Module):
     Args:
         in_channels: channels of the input ``x`` (B, C_in, H, W).
         out_channels: channels of the output.
-        kernel_size: an int or (kH, kW): the kernel of each of the ``num_paths`` paths (ignored when
-            ``kernel_sizes`` is given).
+        kernel_size: an int or (kH, kW): the kernel of each of the ``num_paths`` paths (default 3; not together
+            with ``kernel_sizes``).
         stride, dilation: an int or a pair, as ``nn.Conv2d``; every path.
         padding: None (default: same size, ``dilation * (k // 2)`` per path; odd kernels), ``"same"`` (the same,
             as ``nn.Conv2d``: stride 1 only), ``"valid"`` (none), an int or a pair (every path; the paths must then
@@ -142,7 +142,7 @@ class GatedConv2d(nn.Module):
         bias: whether the path convolutions have a bias.
         padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``, as ``nn.Conv2d``.
         device, dtype: where and in which dtype the parameters are made.
-        num_paths: how many paths (P), each with ``kernel_size``.
+        num_paths: how many paths (P), each with ``kernel_size`` (default 3; with ``kernel_sizes``, its length).
         kernel_sizes: one kernel size per path instead (an int or a pair each; ``(1, 3, 5)`` mixes sizes); its
             length is the number of paths. The original block is ``kernel_sizes=(3, 3, 3)``, the default.
         gate: ``"relu"`` (original), ``"softmax"``, ``"sigmoid"`` or ``"constant"`` (no gating).
@@ -169,7 +169,7 @@ class GatedConv2d(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int] = 3,
+        kernel_size: int | tuple[int, int] | None = None,
         stride: int | tuple[int, int] = 1,
         padding: str | int | tuple[int, int] | None = None,
         dilation: int | tuple[int, int] = 1,
@@ -179,7 +179,7 @@ class GatedConv2d(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
-        num_paths: int = 3,
+        num_paths: int | None = None,
         kernel_sizes: Sequence[int | tuple[int, int]] | None = None,
         gate: str = "relu",
         temperature: float = 1.0,
@@ -376,20 +376,20 @@ def _pair(name: str, value, minimum: int) -> tuple[int, int]:
     return v
 
 
-def _check_kernel_sizes(kernel_size, num_paths: int, kernel_sizes) -> tuple[tuple, tuple]:
+def _check_kernel_sizes(kernel_size, num_paths, kernel_sizes) -> tuple[tuple, tuple]:
     """Per path (kH, kW), and the sizes as the block shows them (an int for a square kernel, else the pair)."""
     if kernel_sizes is None:
-        _int("num_paths", num_paths, 1)
-        hw = (_pair("kernel_size", kernel_size, 1),) * int(num_paths)
+        n = _int("num_paths", 3 if num_paths is None else num_paths, 1)
+        hw = (_pair("kernel_size", 3 if kernel_size is None else kernel_size, 1),) * n
     else:
         if isinstance(kernel_sizes, (int, str)):
             raise ValueError(f"kernel_sizes must be a sequence, one kernel size per path, got {kernel_sizes!r}")
         hw = tuple(_pair("kernel_sizes", k, 1) for k in kernel_sizes)
         if len(hw) == 0:
             raise ValueError("kernel_sizes must name at least one path, got an empty sequence")
-        if num_paths not in (3, len(hw)):  # 3: the default, left as it is
+        if num_paths is not None and num_paths != len(hw):
             raise ValueError(f"num_paths={num_paths} disagrees with kernel_sizes ({len(hw)} paths); give one of them")
-        if kernel_size not in (3, (3, 3)):  # 3: the default, left as it is
+        if kernel_size is not None:
             raise ValueError(f"give kernel_size or kernel_sizes, not both (kernel_size={kernel_size!r}, "
                              f"kernel_sizes={tuple(kernel_sizes)!r})")
     return hw, tuple(kh if kh == kw else (kh, kw) for kh, kw in hw)

@@ -337,3 +337,20 @@ def test_converted_registry_model_trains_saves_reloads_and_deploys(tmp_path, tin
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(deployed(x), model(x), atol=1e-4)
+    # the BatchNorm after each dynamic convolution is folded into it (called from BasicBlock.forward)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+
+
+def test_torchvision_model_pickles_like_any_registered_model(tmp_path):
+    """torch.save / pickle of the whole model (not only its state dict) finds the class by name."""
+    import pickle
+
+    from gatedconv import create_model
+
+    net = create_model("tv_resnet18", layers=(1, 1, 1, 1))
+    clone = pickle.loads(pickle.dumps(net))
+    assert type(clone) is type(net) and clone.num_params() == net.num_params()
+    torch.save(net, tmp_path / "net.pt")
+    again = torch.load(tmp_path / "net.pt", weights_only=False)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(again.eval()(x), net.eval()(x))

@@ -486,6 +486,9 @@ def test_bad_input_raises(bad, match):
     ({"kernel_sizes": (1, 3), "padding": 1}, r"padding=1 needs one kernel size for every path"),
     ({"kernel_sizes": (3, 3), "num_paths": 4}, r"num_paths=4 disagrees with kernel_sizes \(2 paths\)"),
     ({"kernel_sizes": (3, 3), "kernel_size": 5}, "give kernel_size or kernel_sizes, not both"),
+    # the defaults' own values given explicitly are still arguments (not "left at the default")
+    ({"kernel_sizes": (3, 5), "num_paths": 3}, r"num_paths=3 disagrees with kernel_sizes \(2 paths\)"),
+    ({"kernel_sizes": (3, 5), "kernel_size": 3}, "give kernel_size or kernel_sizes, not both"),
     ({"kernel_sizes": 3}, "kernel_sizes must be a sequence"),
     ({"num_paths": 0}, "num_paths must be an int >= 1"),
     ({"impl": "gemm", "groups": 2, "in_channels": 4}, r"impl='gemm' cannot compute this block: it needs groups=1"),

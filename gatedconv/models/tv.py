@@ -26,7 +26,14 @@ def _resnet_class() -> type:
     class TorchvisionResNet(ParamCountMixin, ResNet):
         """torchvision's ResNet with ``num_params()``, as every registered model has."""
 
+    TorchvisionResNet.__qualname__ = "TorchvisionResNet"  # found by name (module __getattr__): picklable
     return TorchvisionResNet
+
+
+def __getattr__(name: str):
+    if name == "TorchvisionResNet":  # pickle and torch.save look the class up here by name
+        return _resnet_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @register_model
