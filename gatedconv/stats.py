@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["Comparison", "welch", "t_two_sided_p", "t_quantile"]
+__all__ = ["Comparison", "welch", "t_two_sided_p", "t_quantile", "format_p", "p_clause"]
 
 
 def _betacf(a: float, b: float, x: float, iters: int = 300, eps: float = 1e-15) -> float:
@@ -102,3 +102,14 @@ def welch(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Compar
     t = diff / se
     half = t_quantile(0.5 + level / 2, df) * se
     return Comparison(diff, diff - half, diff + half, t, df, t_two_sided_p(t, df), len(a), len(b))
+
+
+def format_p(p: float) -> str:
+    """A p-value as printed: three decimals, or ``< 0.001`` (three decimals would print a small one as 0.000)."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_clause(p: float) -> str:
+    """``p = 0.049`` or ``p < 0.001``."""
+    text = format_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"

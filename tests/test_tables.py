@@ -633,7 +633,7 @@ def test_study_deployed_comparisons_with_their_questions(tmp_path):
     assert render(tmp_path, "study_deployed", files) == """\
 | question | comparison | difference (points) | 95% interval | Welch p | runs | verdict |
 | --- | --- | ---: | ---: | ---: | ---: | --- |
-| does it pay over the plain network of the same widths? | `dyconv` - `plain` | +2.00 | +1.77 to +2.23 | 0.000 | \
+| does it pay over the plain network of the same widths? | `dyconv` - `plain` | +2.00 | +1.77 to +2.23 | < 0.001 | \
 3 / 3 | helps (higher accuracy) |
 | is it the input dependence? | `dyconv` - `fixed_mix` | +1.85 | +1.36 to +2.34 | 0.002 | 3 / 3 | \
 helps (higher accuracy) |
@@ -682,7 +682,7 @@ def test_study_verdict_reads_both_comparisons_as_gating_minus_its_control(tmp_pa
     files = {"gating_study": [_study_run(v, s, a) for v, xs in accs.items() for s, a in enumerate(xs)]}
     assert render(tmp_path, "study_verdict", files) == (
         "**Input gating helps** at 30 epochs of the original recipe (at least 3 seeds per variant): the ReLU gate "
-        "against no gating (constant gate): +2.00 points (95% CI +1.77 to +2.23, p = 0.000; gating helps); the "
+        "against no gating (constant gate): +2.00 points (95% CI +1.77 to +2.23, p < 0.001; gating helps); the "
         "ReLU-gated network against a plain one of equal cost: +0.07 points (95% CI -0.47 to +0.61, p = 0.702; no "
         "measurable difference). At deployed cost (K = 4 kernels mixed per sample, then one convolution) "
         "there is no answer yet: no run of `dyconv`, `condconv`, `fixed_mix`, `plain_deployed` recorded yet, and a "
@@ -750,7 +750,7 @@ def test_study_verdict_answers_at_deployed_cost_with_the_runs_behind_it(tmp_path
     text = render(tmp_path, "study_verdict", files)
     assert text.endswith(
         "At deployed cost (K = 4 kernels mixed per sample, then one convolution): does it pay over the plain "
-        "network of the same widths? `dyconv` - `plain` +2.00 points (95% CI +1.77 to +2.23, p = 0.000, 3 / 3 "
+        "network of the same widths? `dyconv` - `plain` +2.00 points (95% CI +1.77 to +2.23, p < 0.001, 3 / 3 "
         "runs; it helps). Details: [docs/research.md](docs/research.md#does-gating-pay).")
 
 
@@ -762,9 +762,9 @@ def test_study_verdict_leads_with_equal_deployed_latency(tmp_path):
     files = {"gating_study": [_study_run(v, s, a) for v, xs in accs.items() for s, a in enumerate(xs)]}
     assert render(tmp_path, "study_verdict", files).endswith(
         "**At equal deployed latency (batch 1), Dynamic Convolution loses to a plain network**: `dyconv` - "
-        "`plain_deployed` -2.00 points (95% CI -2.23 to -1.77, p = 0.000, 3 / 3 runs; it hurts). The other questions "
+        "`plain_deployed` -2.00 points (95% CI -2.23 to -1.77, p < 0.001, 3 / 3 runs; it hurts). The other questions "
         "at deployed cost (K = 4 kernels mixed per sample, then one convolution): does it pay over the plain network "
-        "of the same widths? `dyconv` - `plain` +2.00 points (95% CI +1.77 to +2.23, p = 0.000, 3 / 3 runs; it "
+        "of the same widths? `dyconv` - `plain` +2.00 points (95% CI +1.77 to +2.23, p < 0.001, 3 / 3 runs; it "
         "helps). Details: [docs/research.md](docs/research.md#does-gating-pay).")
 
 

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from gatedconv.summary import dump_results
     from gatedconv.rundir import RunError, command_line, read_json
     from gatedconv.run import RunInterrupted
+    from gatedconv.stats import p_clause
     from gatedconv.study import StudyError, comparisons, deployed_comparisons, run_study, study_configs
     from gatedconv.train import NonFiniteLossError
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in comparisons(same) + deployed_comparisons(same):  # at equal training cost, then at deployed cost
         k = c["comparison"]
         say(f"{c['question'] + ' ' if c['question'] else ''}{c['variant']} - {c['against']}: {k.diff:+.2f} points "
-            f"(95% CI {k.low:+.2f} to {k.high:+.2f}, p = {k.p:.3f}, n = {k.n_a}/{k.n_b}): {c['verdict']}")
+            f"(95% CI {k.low:+.2f} to {k.high:+.2f}, {p_clause(k.p)}, n = {k.n_a}/{k.n_b}): {c['verdict']}")
     say(f"records in {path}; tables and figures: gatedconv-report")
     return 0
 

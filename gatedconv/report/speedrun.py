@@ -150,7 +150,7 @@ def table_speedrun_muon(R: Results) -> str:
     """The airbench94_muon recipe measured in one sitting: the plain reference (one 3x3 path per block, the
     published network) and the gated network, seeds interleaved; per row the speedrun's closing-line figures,
     the time relative to the reference, and the accuracy difference with Welch's t-test."""
-    from ..stats import welch
+    from ..stats import p_clause, welch
 
     recs = R.data.get(MUON_FILE, [])
     groups = {name: [r for r in recs if r["name"] == name] for name in R.names(MUON_FILE)} if recs else {}
@@ -166,7 +166,7 @@ def table_speedrun_muon(R: Results) -> str:
         ratio = f"{t.mean / ref_time:.2f}x" if ref_time else "-"
         if ref and name != MUON_REFERENCE and len(rs) > 1 and len(ref) > 1:
             c = welch([r["acc_tta_pct"] for r in rs], [r["acc_tta_pct"] for r in ref])
-            diff = f"{c.diff:+.2f} ({c.low:+.2f} to {c.high:+.2f}), p = {c.p:.3f}"
+            diff = f"{c.diff:+.2f} ({c.low:+.2f} to {c.high:+.2f}), {p_clause(c.p)}"
         else:
             diff = "-"
         rows.append((rs, [f"`{name}`", _seeds(rs), f"{rs[0]['params']:,}", closing,

@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Dict, List
 
+from ..stats import format_p, p_clause
 from .core import Results, code, fmt_stat, md_table, num, provenance_table, stat, _new_figure, _save, _seeds
 
 
@@ -90,7 +91,7 @@ def table_study_comparisons(R: Results) -> str:
     if not comps:
         return "No comparison yet: each side needs at least two recorded runs."
     rows = [(f"`{c['variant']}` - `{c['against']}`", f"{c['comparison'].diff:+.2f}",
-             f"{c['comparison'].low:+.2f} to {c['comparison'].high:+.2f}", f"{c['comparison'].p:.3f}",
+             f"{c['comparison'].low:+.2f} to {c['comparison'].high:+.2f}", format_p(c['comparison'].p),
              f"{c['comparison'].n_a} / {c['comparison'].n_b}", c["verdict"]) for c in comps]
     return md_table(["comparison", "difference (points)", "95% interval", "Welch p", "runs", "verdict"], rows,
                     "lrrrrl")
@@ -127,7 +128,7 @@ def table_study_deployed(R: Results) -> str:
         return ("No comparison at deployed cost yet: each side needs at least two recorded runs "
                 f"({code('gatedconv-study --variants dyconv,condconv,fixed_mix,plain_deployed,plain')} ...).")
     rows = [(c["question"], f"`{c['variant']}` - `{c['against']}`", f"{c['comparison'].diff:+.2f}",
-             f"{c['comparison'].low:+.2f} to {c['comparison'].high:+.2f}", f"{c['comparison'].p:.3f}",
+             f"{c['comparison'].low:+.2f} to {c['comparison'].high:+.2f}", format_p(c['comparison'].p),
              f"{c['comparison'].n_a} / {c['comparison'].n_b}", c["verdict"]) for c in comps]
     return md_table(["question", "comparison", "difference (points)", "95% interval", "Welch p", "runs", "verdict"],
                     rows, "llrrrrl")
@@ -152,7 +153,7 @@ def study_verdict(R: Results) -> str:
         sign = -sign if v == "constant" else sign  # read as "gating minus its control"
         d, lo, hi = sign * k.diff, min(sign * k.low, sign * k.high), max(sign * k.low, sign * k.high)
         word = ("no measurable difference" if k.p >= 0.05 else "gating helps" if d > 0 else "gating hurts")
-        parts.append(f"{label}: {d:+.2f} points (95% CI {lo:+.2f} to {hi:+.2f}, p = {k.p:.3f}; {word})")
+        parts.append(f"{label}: {d:+.2f} points (95% CI {lo:+.2f} to {hi:+.2f}, {p_clause(k.p)}; {word})")
     if not parts:
         return (f"No {STUDY_EPOCHS}-epoch comparison yet: {len(runs)} run(s) of {len(n)} variant(s) recorded, and a "
                 "comparison needs two runs on each side; see [docs/research.md](docs/research.md#does-gating-pay).")
@@ -183,7 +184,7 @@ def _deployed_verdict(runs: List[dict]) -> str:
         k = c["comparison"]
         word = ("no measurable difference" if k.p >= 0.05 else "it helps" if k.diff > 0 else "it hurts")
         text = (f"`{c['variant']}` - `{c['against']}` {k.diff:+.2f} points (95% CI {k.low:+.2f} to {k.high:+.2f}, "
-                f"p = {k.p:.3f}, {k.n_a} / {k.n_b} runs; {word})")
+                f"{p_clause(k.p)}, {k.n_a} / {k.n_b} runs; {word})")
         if (c["variant"], c["against"]) == ("dyconv", "plain_deployed"):  # the question the field asks: lead with it
             verb = ("makes no measurable difference against" if k.p >= 0.05 else "beats" if k.diff > 0
                     else "loses to")
