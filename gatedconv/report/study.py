@@ -90,11 +90,17 @@ def table_study_comparisons(R: Results) -> str:
     comps = comparisons(_study_runs(R))
     if not comps:
         return "No comparison yet: each side needs at least two recorded runs."
-    rows = [(f"`{c['variant']}` - `{c['against']}`", f"{c['comparison'].diff:+.2f}",
-             f"{c['comparison'].low:+.2f} to {c['comparison'].high:+.2f}", format_p(c['comparison'].p),
-             f"{c['comparison'].n_a} / {c['comparison'].n_b}", c["verdict"]) for c in comps]
-    return md_table(["comparison", "difference (points)", "95% interval", "Welch p", "runs", "verdict"], rows,
-                    "lrrrrl")
+    return md_table(_COMPARISON_HEADER, [_comparison_cells(c) for c in comps], "lrrrrl")
+
+
+_COMPARISON_HEADER = ["comparison", "difference (points)", "95% interval", "Welch p", "runs", "verdict"]
+
+
+def _comparison_cells(c: dict) -> tuple:
+    """One comparison (``gatedconv.study.comparisons`` / ``deployed_comparisons``) as table cells."""
+    k = c["comparison"]
+    return (f"`{c['variant']}` - `{c['against']}`", f"{k.diff:+.2f}", f"{k.low:+.2f} to {k.high:+.2f}",
+            format_p(k.p), f"{k.n_a} / {k.n_b}", c["verdict"])
 
 
 def table_study_calibration(R: Results) -> str:
@@ -127,11 +133,8 @@ def table_study_deployed(R: Results) -> str:
     if not comps:
         return ("No comparison at deployed cost yet: each side needs at least two recorded runs "
                 f"({code('gatedconv-study --variants dyconv,condconv,fixed_mix,plain_deployed,plain')} ...).")
-    rows = [(c["question"], f"`{c['variant']}` - `{c['against']}`", f"{c['comparison'].diff:+.2f}",
-             f"{c['comparison'].low:+.2f} to {c['comparison'].high:+.2f}", format_p(c['comparison'].p),
-             f"{c['comparison'].n_a} / {c['comparison'].n_b}", c["verdict"]) for c in comps]
-    return md_table(["question", "comparison", "difference (points)", "95% interval", "Welch p", "runs", "verdict"],
-                    rows, "llrrrrl")
+    return md_table(["question"] + _COMPARISON_HEADER, [(c["question"], *_comparison_cells(c)) for c in comps],
+                    "llrrrrl")
 
 
 def study_verdict(R: Results) -> str:
