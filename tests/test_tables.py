@@ -724,19 +724,25 @@ Command: `gatedconv-evaluate`. Host: test host. Date: 2026-01-02. Source: collec
 
 
 @renders("convert_example")
-def test_convert_example_lists_each_run_with_its_own_command(tmp_path):
-    """One row per recorded run in file order; the runs' commands differ, so each row names its own."""
+def test_convert_example_one_row_per_network_over_its_seeds(tmp_path):
+    """Rows in file order by record name; accuracy mean ± sample std over the seeds (71.0 and 72.0: 71.50 ± 0.71),
+    mean img/s and time; each row names its own command, the seed written as S for the two-seed row."""
     files = {"convert_example": [
-        rec("tv_resnet18", kind="train", epochs=2, params=11173962, acc_pct=71.234, img_per_s=95.4, train_s=1090.0,
-            command="gatedconv-train -m tv_resnet18"),
-        rec("tv_resnet18 converted", kind="train", epochs=2, params=44144010, acc_pct=70.5, img_per_s=25.04,
-            train_s=3993.0, command="gatedconv-train -m tv_resnet18 --model-kwargs x"),
+        rec("tv_resnet18", kind="train", seed=0, epochs=1, params=11173962, acc_pct=71.0, img_per_s=95.0,
+            train_s=1000.0, command="gatedconv-train -m tv_resnet18 --seed 0 --out runs/r_seed0"),
+        rec("tv_resnet18 converted", kind="train", seed=0, epochs=1, params=44144010, acc_pct=70.5, img_per_s=25.04,
+            train_s=3993.0, command="gatedconv-train -m tv_resnet18 --model-kwargs x --seed 0"),
+        rec("tv_resnet18", kind="train", seed=1, epochs=1, params=11173962, acc_pct=72.0, img_per_s=97.0,
+            train_s=1100.0, command="gatedconv-train -m tv_resnet18 --seed 1 --out runs/r_seed1"),
     ]}
     assert render(tmp_path, "convert_example", files) == """\
-| run | epochs | params | test acc (fp32, weight average) | training img/s | training time | command |
-| --- | ---: | ---: | ---: | ---: | ---: | --- |
-| tv_resnet18 | 2 | 11,173,962 | 71.23% | 95 | 18.2 min | `gatedconv-train -m tv_resnet18` |
-| tv_resnet18 converted | 2 | 44,144,010 | 70.50% | 25 | 66.5 min | `gatedconv-train -m tv_resnet18 --model-kwargs x` |
+| network | seeds | epochs | params | test acc (fp32, weight average; mean ± std) | training img/s (mean) | \
+training time (mean) | command |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |
+| tv_resnet18 | 0, 1 | 1 | 11,173,962 | 71.50 ± 0.71% | 96 | 17.5 min | \
+`gatedconv-train -m tv_resnet18 --seed S --out runs/r_seedS` |
+| tv_resnet18 converted | 0 | 1 | 44,144,010 | 70.50% | 25 | 66.5 min | \
+`gatedconv-train -m tv_resnet18 --model-kwargs x --seed 0` |
 
 Host: test host. Date: 2026-01-02. Source: collected."""
 

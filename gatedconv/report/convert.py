@@ -3,19 +3,25 @@ the same short budget (``gatedconv-train -m tv_resnet18 [--model-kwargs '{"conve
 collected into ``results/convert_example.json``)."""
 from __future__ import annotations
 
-from .core import Results, fmt_minutes, fmt_stat, provenance_table, stat
+from .core import Results, fmt_minutes, fmt_stat, num, provenance_table, stat, _seeds
 
 
 def table_convert_example(R: Results) -> str:
+    """One row per network (record name), over its seeds: mean ± sample std of accuracy, mean speed and time."""
     recs = R.data.get("convert_example", [])
     if not recs:
         return "No converted run recorded yet: `gatedconv-train -m tv_resnet18 --model-kwargs '{\"convert\": {}}' " \
                "--out DIR`, then `gatedconv-report collect DIR --into results/convert_example.json`."
-    rows = [([r], [r["name"], str(r.get("epochs", "-")), f"{r['params']:,}" if "params" in r else "-",
-                   fmt_stat(stat([r], "acc_pct"), 2, "%"), fmt_stat(stat([r], "img_per_s"), 0),
-                   fmt_minutes(r.get("train_s"))]) for r in recs]
-    return provenance_table(["run", "epochs", "params", "test acc (fp32, weight average)", "training img/s",
-                             "training time"], rows, "lrrrrr")
+    rows = []
+    for name in dict.fromkeys(r["name"] for r in recs):
+        rs = [r for r in recs if r["name"] == name]
+        train = stat(rs, "train_s")
+        rows.append((rs, [name, _seeds(rs), str(rs[0].get("epochs", "-")),
+                          f"{rs[0]['params']:,}" if "params" in rs[0] else "-", fmt_stat(stat(rs, "acc_pct"), 2, "%"),
+                          num(stat(rs, "img_per_s").mean, 0) if stat(rs, "img_per_s") else "-",
+                          fmt_minutes(train.mean if train else None)]))
+    return provenance_table(["network", "seeds", "epochs", "params", "test acc (fp32, weight average; mean ± std)",
+                             "training img/s (mean)", "training time (mean)"], rows, "llrrrrr")
 
 
 TABLES = {"convert_example": table_convert_example}
