@@ -37,7 +37,7 @@ def reparameterize(model: nn.Module) -> nn.Module:
     foldable BatchNorms comes back as an equal copy."""
     deployed = copy.deepcopy(model).eval()
     if isinstance(deployed, GatedConv2d):  # the model is one block
-        return _fused(deployed, type(model).__name__).eval()
+        return _fused(deployed, "the model").eval()
     _fuse_blocks(deployed, "")
     _fold_batchnorms(deployed)
     return deployed
@@ -98,7 +98,7 @@ def _sequential_pairs(model: nn.Module) -> List[Tuple[str, str]]:
     pairs = []
     for prefix, seq in model.named_modules():
         if isinstance(seq, nn.Sequential):
-            names = [f"{prefix}.{n}" if prefix else n for n in seq._modules]
+            names = [f"{prefix}.{n}" if prefix else n for n, _ in seq.named_children()]
             pairs += list(zip(names, names[1:]))
     return pairs
 

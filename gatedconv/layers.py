@@ -16,7 +16,8 @@ it can stand in for a convolution; ``gatedconv.convert`` puts it in place of the
 
 This file is the definition: ``impl="reference"`` computes the formula as written, one ``Conv2d`` per path.
 Faster forms of the same function (``"fused"``, ``"gemm"``, ``"dense"``, ``"stacked"``, ``"condconv"``,
-``"mixed"``, ``"mixed_gemm"``), the compiled gated sum and the rule ``impl="auto"`` follows live in ``gatedconv.kernels``.
+``"mixed"``, ``"mixed_gemm"``), the compiled gated sum and the rule ``impl="auto"`` follows live in
+``gatedconv.kernels``.
 """
 from __future__ import annotations
 

@@ -20,8 +20,9 @@ and the Agg canvas (no pyplot, no global backend).
 
 The package, by topic: ``core`` (results files, statistics, Markdown, figure setup, ``collect``), one module per
 topic holding its tables, its figures and its own ``TABLES`` and ``FIGURES`` (``runs``, ``leaderboard``,
-``speedrun``, ``bench``, ``study``, ``deploy``, ``convert``), ``markers`` (the documents' blocks: every topic's ``TABLES`` and ``FIGURES``
-together, ``render``, ``check``, ``write``, ``draw_figures``) and ``command`` (``main``). A new table is a function
+``speedrun``, ``bench``, ``study``, ``deploy``, ``convert``), ``markers`` (the documents' blocks: every topic's
+``TABLES`` and ``FIGURES`` together, ``render``, ``check``, ``write``, ``draw_figures``) and ``command``
+(``main``). A new table is a function
 and an entry in its topic's ``TABLES``. Every name is re-exported here.
 """
 from __future__ import annotations

@@ -15,11 +15,10 @@ def table_convert_example(R: Results) -> str:
     rows = []
     for name in dict.fromkeys(r["name"] for r in recs):
         rs = [r for r in recs if r["name"] == name]
-        train = stat(rs, "train_s")
+        speed, train = stat(rs, "img_per_s"), stat(rs, "train_s")
         rows.append((rs, [name, _seeds(rs), str(rs[0].get("epochs", "-")),
                           f"{rs[0]['params']:,}" if "params" in rs[0] else "-", fmt_stat(stat(rs, "acc_pct"), 2, "%"),
-                          num(stat(rs, "img_per_s").mean, 0) if stat(rs, "img_per_s") else "-",
-                          fmt_minutes(train.mean if train else None)]))
+                          num(speed.mean, 0) if speed else "-", fmt_minutes(train.mean if train else None)]))
     return provenance_table(["network", "seeds", "epochs", "params", "test acc (fp32, weight average; mean ± std)",
                              "training img/s (mean)", "training time (mean)"], rows, "llrrrrr")
 

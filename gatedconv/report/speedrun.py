@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from .core import (RESULTS_DIR, ReportError, Results, code, fmt_seconds, fmt_stat, fmt_value, provenance_table, stat, value_stat, _new_figure,
-                   _save, _seeds)
+from .core import (RESULTS_DIR, ReportError, Results, code, fmt_seconds, fmt_stat, fmt_value, provenance_table, stat,
+                   value_stat, _new_figure, _save, _seeds)
 
 
 _SPEED_OTHER = {
@@ -161,7 +161,8 @@ def table_speedrun_muon(R: Results) -> str:
     rows = []
     for name, rs in groups.items():
         acc, t = stat(rs, "acc_tta_pct"), stat(rs, "time_s")
-        spread = f"mean {acc.mean:.2f}% +- {acc.std:.2f} over {acc.n} seeds" if acc.n > 1 else f"{acc.mean:.2f}% (1 seed)"
+        spread = (f"mean {acc.mean:.2f}% +- {acc.std:.2f} over {acc.n} seeds" if acc.n > 1
+                  else f"{acc.mean:.2f}% (1 seed)")
         closing = f"{spread}, {t.mean:.1f} s per run"
         ratio = f"{t.mean / ref_time:.2f}x" if ref_time else "-"
         if ref and name != MUON_REFERENCE and len(rs) > 1 and len(ref) > 1:
